@@ -1,0 +1,144 @@
+// Package storage defines the state rcsd keeps: subscribers (credentials and
+// public identities) and registration bindings. Later issues add messages and
+// groups. Backends live in sub-packages (memory, bolt, later redis) and are
+// all held to one conformance suite (storage/storagetest).
+//
+// The interface is shaped for a networked backend: every call that a SIP
+// transaction makes is one round trip (batch reads, one atomic
+// read-modify-write per address of record), and expiry is a property of the
+// data so a TTL-capable backend can enforce it itself.
+package storage
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+)
+
+// Sentinel errors; backends wrap them with %w so callers test with errors.Is.
+var (
+	ErrNotFound = errors.New("storage: not found")
+	ErrConflict = errors.New("storage: conflict")
+	ErrInvalid  = errors.New("storage: invalid value")
+	ErrClosed   = errors.New("storage: closed")
+)
+
+// Subscriber is one provisioned user: one private identity (IMPI, the digest
+// username) with one or more public identities (IMPUs, sip: and tel: URIs).
+// Passwords are never stored: only the digest HA1 values, which depend on
+// the realm, so a subscriber's realm is fixed when it is provisioned.
+type Subscriber struct {
+	IMPI  string   `json:"impi"`
+	IMPUs []string `json:"impus"` // canonical URIs; the first is the default public identity
+	Realm string   `json:"realm"`
+
+	// Digest HA1 = H(username ":" realm ":" password), hex, per algorithm.
+	HA1MD5       string `json:"ha1_md5,omitempty"`
+	HA1SHA256    string `json:"ha1_sha256,omitempty"`
+	HA1SHA512256 string `json:"ha1_sha512_256,omitempty"`
+
+	// IMS AKA (USIM) material, raw bytes. OPc is derived from OP when only
+	// OP is provisioned; both may be kept.
+	K   []byte `json:"k,omitempty"`
+	OP  []byte `json:"op,omitempty"`
+	OPc []byte `json:"opc,omitempty"`
+	AMF []byte `json:"amf,omitempty"`
+	SQN uint64 `json:"sqn,omitempty"`
+}
+
+// HasDigest reports whether the subscriber can authenticate with Digest.
+func (s *Subscriber) HasDigest() bool {
+	return s.HA1MD5 != "" || s.HA1SHA256 != "" || s.HA1SHA512256 != ""
+}
+
+// HasAKA reports whether the subscriber can authenticate with IMS AKA.
+func (s *Subscriber) HasAKA() bool { return len(s.K) > 0 }
+
+// Binding is one registered contact of an address of record.
+type Binding struct {
+	AOR     string `json:"aor"`     // canonical public identity the contact is bound to
+	Contact string `json:"contact"` // Contact URI as the handset sent it, without header parameters
+	// Params are the Contact header parameters other than expires and q, as
+	// sent (feature tags such as +g.3gpp.icsi-ref, +sip.instance, reg-id),
+	// ";"-separated without a leading ";".
+	Params     string    `json:"params,omitempty"`
+	InstanceID string    `json:"instance,omitempty"` // +sip.instance value without quotes and <>
+	RegID      int       `json:"reg_id,omitempty"`   // RFC 5626 reg-id, 0 when absent
+	Q          string    `json:"q,omitempty"`        // q value as sent, "" when absent
+	CallID     string    `json:"call_id"`
+	CSeq       uint32    `json:"cseq"`
+	Expires    time.Time `json:"expires"` // absolute expiry
+	Path       []string  `json:"path,omitempty"`
+	UserAgent  string    `json:"ua,omitempty"`
+	IMPI       string    `json:"impi,omitempty"` // who authenticated this binding
+
+	// Flow (RFC 5626): where the REGISTER came from, so later requests to
+	// the handset reuse its connection and NAT pinhole.
+	Transport string `json:"transport"`       // udp, tcp, tls, ws, wss
+	Source    string `json:"source"`          // remote host:port the REGISTER arrived from
+	Local     string `json:"local,omitempty"` // local listener host:port it arrived on
+	Node      string `json:"node,omitempty"`  // rcsd node holding the connection
+
+	RegisteredAt time.Time `json:"registered_at"`
+}
+
+// Key identifies a binding within its AOR: the instance (and reg-id) when
+// the handset sent one (RFC 5626 §6), else the contact URI.
+func (b *Binding) Key() string {
+	if b.InstanceID != "" {
+		if b.RegID != 0 {
+			return "inst:" + b.InstanceID + ";reg-id=" + strconv.Itoa(b.RegID)
+		}
+		return "inst:" + b.InstanceID
+	}
+	return "uri:" + b.Contact
+}
+
+// SubscriberStore holds provisioned subscribers.
+type SubscriberStore interface {
+	// PutSubscribers creates or replaces subscribers (keyed by IMPI) and
+	// their IMPU index in one atomic batch. A public identity already owned
+	// by another IMPI is an ErrConflict and nothing is written.
+	PutSubscribers(ctx context.Context, subs []Subscriber) error
+	// SubscriberByIMPI returns ErrNotFound when absent.
+	SubscriberByIMPI(ctx context.Context, impi string) (Subscriber, error)
+	// SubscriberByIMPU returns the subscriber owning a public identity.
+	SubscriberByIMPU(ctx context.Context, impu string) (Subscriber, error)
+	// ListSubscribers returns up to limit subscribers with IMPI > after, in
+	// IMPI order (cursor pagination: pass the last IMPI to continue).
+	ListSubscribers(ctx context.Context, after string, limit int) ([]Subscriber, error)
+	// DeleteSubscriber removes a subscriber and its IMPU index entries.
+	DeleteSubscriber(ctx context.Context, impi string) error
+	// CountSubscribers returns how many subscribers exist.
+	CountSubscribers(ctx context.Context) (int, error)
+}
+
+// BindingStore holds registrations.
+type BindingStore interface {
+	// Bindings returns the bindings of aor not expired at now, in the
+	// order they were first registered.
+	Bindings(ctx context.Context, aor string, now time.Time) ([]Binding, error)
+	// UpdateBindings atomically replaces the bindings of aor with what fn
+	// returns. fn receives the bindings not expired at now and may be
+	// called more than once (optimistic backends retry on conflict), so it
+	// must not have side effects. An error from fn aborts the update and is
+	// returned as is.
+	UpdateBindings(ctx context.Context, aor string, now time.Time, fn func(cur []Binding) ([]Binding, error)) ([]Binding, error)
+	// ExpireBindings deletes up to limit bindings expired at now and
+	// returns them (limit <= 0: no limit), so the caller can report them.
+	ExpireBindings(ctx context.Context, now time.Time, limit int) ([]Binding, error)
+	// CountBindings returns the number of stored bindings, expired ones
+	// not yet purged included.
+	CountBindings(ctx context.Context) (int, error)
+}
+
+// Store is a complete backend.
+type Store interface {
+	SubscriberStore
+	BindingStore
+	// Ping reports whether the backend can serve requests (for /readyz).
+	Ping(ctx context.Context) error
+	// Close flushes pending writes and releases the backend.
+	Close() error
+}
