@@ -1,0 +1,408 @@
+// Package config is rcsd's one configuration tree: defaults, a YAML file,
+// RCSD_* environment variables and --dotted.key flags, applied in that order,
+// then validated with every problem reported at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Field tags give the dotted key
+// (yaml path) used by files, flags and environment variables.
+type Config struct {
+	// Mode is standalone (rcsd is the handsets' registrar); ims-as arrives
+	// with the IMS issue.
+	Mode    string `yaml:"mode"`
+	Domain  string `yaml:"domain"`
+	Storage string `yaml:"storage"`
+	Node    Node   `yaml:"node"`
+	SIP     SIP    `yaml:"sip"`
+	HTTP    HTTP   `yaml:"http"`
+	Log     Log    `yaml:"log"`
+	Auth    Auth   `yaml:"auth"`
+	Reg     Reg    `yaml:"registrar"`
+	Limits  Limits `yaml:"limits"`
+}
+
+// Node identifies this process among several sharing one store.
+type Node struct {
+	ID string `yaml:"id"`
+}
+
+// SIP is the signalling side.
+type SIP struct {
+	Listen    []string `yaml:"listen"`
+	Advertise string   `yaml:"advertise"`
+	// MaxMessageSize bounds a whole SIP message; larger ones get 513.
+	MaxMessageSize int    `yaml:"max_message_size"`
+	ServerHeader   string `yaml:"server_header"`
+	TLS            TLS    `yaml:"tls"`
+}
+
+// TLS holds the certificate for tls:// and wss:// listeners. Empty paths
+// mean a self-signed certificate generated on first start.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// HTTP is the operator endpoint: /metrics, /healthz, /readyz, admin API.
+type HTTP struct {
+	Listen string `yaml:"listen"`
+	// AdminToken, when set, is required as a Bearer token by the admin API
+	// and lets it be reached from non-loopback addresses.
+	AdminToken string `yaml:"admin_token"`
+}
+
+// Log configures zap.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Auth configures authentication.
+type Auth struct {
+	Realm            string        `yaml:"realm"`
+	Schemes          []string      `yaml:"schemes"`
+	DigestAlgorithms []string      `yaml:"digest_algorithms"`
+	AllowNoQop       bool          `yaml:"allow_no_qop"`
+	NonceLifetime    time.Duration `yaml:"nonce_lifetime"`
+	// NonceSecret keys the nonce MAC; nodes sharing a store share it so a
+	// nonce issued by one verifies on another. Empty: random per process.
+	NonceSecret string `yaml:"nonce_secret"`
+	// FailureWindow/MaxFailuresPerSource/MaxFailuresPerIdentity bound
+	// password guessing; BlockFor is how long a source or identity is refused.
+	FailureWindow          time.Duration `yaml:"failure_window"`
+	MaxFailuresPerSource   int           `yaml:"max_failures_per_source"`
+	MaxFailuresPerIdentity int           `yaml:"max_failures_per_identity"`
+	BlockFor               time.Duration `yaml:"block_for"`
+}
+
+// Reg configures the registrar.
+type Reg struct {
+	MinExpires     int           `yaml:"min_expires"`
+	MaxExpires     int           `yaml:"max_expires"`
+	DefaultExpires int           `yaml:"default_expires"`
+	MaxContacts    int           `yaml:"max_contacts"`
+	PurgeInterval  time.Duration `yaml:"purge_interval"`
+}
+
+// Limits bounds resource use.
+type Limits struct {
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Default returns the configuration `make run` uses.
+func Default() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "rcsd"
+	}
+	return Config{
+		Mode:    "standalone",
+		Domain:  "rcs.local",
+		Storage: "file:./data",
+		Node:    Node{ID: host},
+		SIP: SIP{
+			Listen:         []string{"udp://127.0.0.1:5060", "tcp://127.0.0.1:5060", "tls://127.0.0.1:5061"},
+			MaxMessageSize: 65535,
+			ServerHeader:   "IM-serv/OMA1.0 rcsd/" + Version,
+		},
+		HTTP: HTTP{Listen: "127.0.0.1:9090"},
+		Log:  Log{Level: "info", Format: "console"},
+		Auth: Auth{
+			Schemes:                []string{"digest"},
+			DigestAlgorithms:       []string{"SHA-256", "MD5"},
+			AllowNoQop:             true,
+			NonceLifetime:          300 * time.Second,
+			FailureWindow:          60 * time.Second,
+			MaxFailuresPerSource:   20,
+			MaxFailuresPerIdentity: 10,
+			BlockFor:               60 * time.Second,
+		},
+		Reg: Reg{
+			MinExpires:     60,
+			MaxExpires:     86400,
+			DefaultExpires: 3600,
+			MaxContacts:    16,
+			PurgeInterval:  10 * time.Second,
+		},
+		Limits: Limits{ShutdownTimeout: 10 * time.Second},
+	}
+}
+
+// Version is the release; set by the linker (-X rcsd/config.Version=…).
+var Version = "0.1.0-dev"
+
+// Load builds the configuration: defaults, then the YAML file (if path is
+// not empty), then environment variables, then flags (dotted key → value).
+func Load(path string, environ []string, flags map[string]string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(data)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	var problems []string
+	keys := Keys()
+	for _, kv := range environ {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "RCSD_") {
+			continue
+		}
+		key := envToKey(name, keys)
+		if key == "" {
+			problems = append(problems, fmt.Sprintf("%s: unknown setting", name))
+			continue
+		}
+		if err := Set(&cfg, key, val); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", name, err))
+		}
+	}
+	flagKeys := make([]string, 0, len(flags))
+	for k := range flags {
+		flagKeys = append(flagKeys, k)
+	}
+	sort.Strings(flagKeys)
+	for _, k := range flagKeys {
+		if err := Set(&cfg, k, flags[k]); err != nil {
+			problems = append(problems, fmt.Sprintf("--%s: %v", k, err))
+		}
+	}
+	problems = append(problems, cfg.Validate()...)
+	if len(problems) > 0 {
+		return cfg, fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(problems, "\n  "))
+	}
+	return cfg, nil
+}
+
+// ErrInvalid wraps every configuration problem.
+var ErrInvalid = errors.New("invalid configuration")
+
+// envToKey maps RCSD_SIP_LISTEN to sip.listen. Underscores are ambiguous
+// (sip.max_message_size), so match against the known keys.
+func envToKey(name string, keys []string) string {
+	want := strings.ToLower(strings.TrimPrefix(name, "RCSD_"))
+	for _, k := range keys {
+		if strings.ReplaceAll(k, ".", "_") == want {
+			return k
+		}
+	}
+	return ""
+}
+
+// Keys lists every settable dotted key.
+func Keys() []string {
+	var out []string
+	walk(reflect.ValueOf(&Config{}).Elem(), "", func(key string, _ reflect.Value) { out = append(out, key) })
+	sort.Strings(out)
+	return out
+}
+
+func walk(v reflect.Value, prefix string, fn func(key string, field reflect.Value)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" || !f.IsExported() {
+			continue
+		}
+		key := tag
+		if prefix != "" {
+			key = prefix + "." + tag
+		}
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Duration(0)) {
+			walk(fv, key, fn)
+			continue
+		}
+		fn(key, fv)
+	}
+}
+
+// IsKey reports whether key names a setting.
+func IsKey(key string) bool {
+	for _, k := range Keys() {
+		if k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// Set assigns one setting from its string form. Lists are comma-separated
+// (or a YAML flow list such as [a, b]).
+func Set(cfg *Config, key, val string) error {
+	var target reflect.Value
+	walk(reflect.ValueOf(cfg).Elem(), "", func(k string, fv reflect.Value) {
+		if k == key {
+			target = fv
+		}
+	})
+	if !target.IsValid() {
+		return fmt.Errorf("unknown setting %q", key)
+	}
+	switch target.Interface().(type) {
+	case string:
+		target.SetString(val)
+	case bool:
+		b, err := strconv.ParseBool(val)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", val)
+		}
+		target.SetBool(b)
+	case int:
+		n, err := strconv.Atoi(val)
+		if err != nil {
+			return fmt.Errorf("want an integer, got %q", val)
+		}
+		target.SetInt(int64(n))
+	case time.Duration:
+		d, err := time.ParseDuration(val)
+		if err != nil {
+			return fmt.Errorf("want a duration such as 30s, got %q", val)
+		}
+		target.SetInt(int64(d))
+	case []string:
+		s := strings.TrimSpace(val)
+		s = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+		var list []string
+		for _, item := range strings.Split(s, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				list = append(list, item)
+			}
+		}
+		target.Set(reflect.ValueOf(list))
+	default:
+		return fmt.Errorf("unsupported type for %q", key)
+	}
+	return nil
+}
+
+// Validate returns every problem, each prefixed with its key.
+func (c *Config) Validate() []string {
+	var p []string
+	add := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+	if c.Mode != "standalone" {
+		add("mode", "%q is not supported (standalone)", c.Mode)
+	}
+	if c.Domain == "" || strings.ContainsAny(c.Domain, " @:;<>") {
+		add("domain", "want a host name such as rcs.local, got %q", c.Domain)
+	}
+	if !strings.HasPrefix(c.Storage, "file:") && c.Storage != "memory:" &&
+		!strings.HasPrefix(c.Storage, "redis://") && !strings.HasPrefix(c.Storage, "rediss://") {
+		add("storage", "want file:PATH, memory: or redis://host:port/db, got %q", c.Storage)
+	}
+	if len(c.SIP.Listen) == 0 {
+		add("sip.listen", "at least one listener is needed")
+	}
+	for _, l := range c.SIP.Listen {
+		if _, _, err := ParseListen(l); err != nil {
+			add("sip.listen", "%v", err)
+		}
+	}
+	if c.SIP.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.SIP.Advertise); err != nil && strings.ContainsAny(c.SIP.Advertise, "/@;") {
+			add("sip.advertise", "want host or host:port, got %q", c.SIP.Advertise)
+		}
+	}
+	if c.SIP.MaxMessageSize < 1024 || c.SIP.MaxMessageSize > 1<<20 {
+		add("sip.max_message_size", "want 1024..1048576, got %d", c.SIP.MaxMessageSize)
+	}
+	if (c.SIP.TLS.CertFile == "") != (c.SIP.TLS.KeyFile == "") {
+		add("sip.tls", "cert_file and key_file go together")
+	}
+	if c.HTTP.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			add("http.listen", "want host:port, got %q", c.HTTP.Listen)
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "console", "json":
+	default:
+		add("log.format", "want console or json, got %q", c.Log.Format)
+	}
+	if len(c.Auth.Schemes) == 0 {
+		add("auth.schemes", "at least one scheme is needed")
+	}
+	for _, s := range c.Auth.Schemes {
+		if s != "digest" {
+			add("auth.schemes", "%q is not supported (digest)", s)
+		}
+	}
+	if len(c.Auth.DigestAlgorithms) == 0 {
+		add("auth.digest_algorithms", "at least one algorithm is needed")
+	}
+	for _, a := range c.Auth.DigestAlgorithms {
+		switch strings.ToUpper(a) {
+		case "MD5", "SHA-256", "SHA-512-256":
+		default:
+			add("auth.digest_algorithms", "%q is not supported (MD5, SHA-256, SHA-512-256)", a)
+		}
+	}
+	if c.Auth.NonceLifetime < 10*time.Second {
+		add("auth.nonce_lifetime", "want at least 10s, got %s", c.Auth.NonceLifetime)
+	}
+	if c.Reg.MinExpires < 1 || c.Reg.MaxExpires < c.Reg.MinExpires {
+		add("registrar", "want 1 <= min_expires <= max_expires, got %d and %d", c.Reg.MinExpires, c.Reg.MaxExpires)
+	}
+	if c.Reg.DefaultExpires < c.Reg.MinExpires || c.Reg.DefaultExpires > c.Reg.MaxExpires {
+		add("registrar.default_expires", "want between min_expires and max_expires, got %d", c.Reg.DefaultExpires)
+	}
+	if c.Reg.MaxContacts < 1 {
+		add("registrar.max_contacts", "want at least 1, got %d", c.Reg.MaxContacts)
+	}
+	if c.Reg.PurgeInterval < time.Second {
+		add("registrar.purge_interval", "want at least 1s, got %s", c.Reg.PurgeInterval)
+	}
+	return p
+}
+
+// RealmOrDomain is the digest realm: auth.realm, else the domain.
+func (c *Config) RealmOrDomain() string {
+	if c.Auth.Realm != "" {
+		return c.Auth.Realm
+	}
+	return c.Domain
+}
+
+// ParseListen splits a listener such as udp://127.0.0.1:5060 into its
+// transport and address.
+func ParseListen(s string) (transport, addr string, err error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return "", "", fmt.Errorf("want transport://host:port, got %q", s)
+	}
+	switch u.Scheme {
+	case "udp", "tcp", "tls", "ws", "wss":
+	default:
+		return "", "", fmt.Errorf("transport %q in %q is not one of udp, tcp, tls, ws, wss", u.Scheme, s)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return "", "", fmt.Errorf("want host:port in %q", s)
+	}
+	return u.Scheme, u.Host, nil
+}

@@ -1,0 +1,241 @@
+// Package registrar answers REGISTER (RFC 3261 §10, seed 001 §5.1.3.1): it
+// authenticates the handset with a pluggable Scheme (Digest now, IMS AKA
+// next), keeps its bindings (contacts with expiry, instance ID, feature tags
+// and the flow they arrived on) in storage, and answers with what the spec's
+// 200 OK carries. It answers statelessly (RFC 3261 §8.2.7): nothing is kept
+// per transaction, so memory does not grow with the registration rate.
+package registrar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"rcsd/identity"
+	"rcsd/registrar/digest"
+	rsip "rcsd/sip"
+	"rcsd/storage"
+)
+
+// Options configure the registrar.
+type Options struct {
+	Domain         string
+	Realm          string
+	MinExpires     int
+	MaxExpires     int
+	DefaultExpires int
+	MaxContacts    int
+	// PathRequiresSupport refuses a REGISTER that carries Path without
+	// "path" in Supported with 421 (RFC 3327 §5.3), instead of storing a
+	// Path the handset did not agree to.
+	PathRequiresSupport bool
+	ServiceRoute        string // Service-Route value for the 200 OK, "" for none
+	Node                string
+}
+
+// Registrar handles REGISTER.
+type Registrar struct {
+	opts    Options
+	store   storage.Store
+	schemes []Scheme
+	src, id *Limiter
+	log     *zap.Logger
+	metrics *Metrics
+	now     func() time.Time
+
+	serviceRoute atomic.Pointer[string]
+}
+
+// New creates a registrar.
+func New(opts Options, store storage.Store, schemes []Scheme, perSource, perIdentity *Limiter, log *zap.Logger, m *Metrics) *Registrar {
+	r := &Registrar{opts: opts, store: store, schemes: schemes, src: perSource, id: perIdentity, log: log, metrics: m, now: time.Now}
+	r.SetServiceRoute(opts.ServiceRoute)
+	return r
+}
+
+// SetClock replaces the clock (tests).
+func (r *Registrar) SetClock(now func() time.Time) { r.now = now }
+
+// errors that map to responses.
+var (
+	errOutOfOrder  = errors.New("CSeq not higher than the binding's")
+	errTooMany     = errors.New("too many contacts")
+	errRetransmit  = errors.New("retransmission")
+	errBadContact  = errors.New("bad Contact")
+	errBadWildcard = errors.New(`"Contact: *" needs Expires: 0 and no other contact`)
+)
+
+// ServeSIP answers one REGISTER. ctx may carry the local listener address
+// (rsip.LocalAddr) for the flow.
+func (r *Registrar) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Response {
+	now := r.now()
+	res, result := r.serve(ctx, req, now)
+	r.metrics.Registers.WithLabelValues(result).Inc()
+	return res
+}
+
+func (r *Registrar) reject(req *siplib.Request, code int, reason, result, why string) (*siplib.Response, string) {
+	r.log.Info("REGISTER rejected", zap.Int("status", code), zap.String("reason", why),
+		zap.String("source", req.Source()), zap.String("transport", req.Transport()),
+		zap.String("call_id", callID(req)))
+	return rsip.NewResponse(req, code, reason), result
+}
+
+func callID(req *siplib.Request) string {
+	if c := req.CallID(); c != nil {
+		return string(*c)
+	}
+	return ""
+}
+
+func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Time) (*siplib.Response, string) {
+	to := req.To()
+	if to == nil {
+		return r.reject(req, 400, "Missing To header", "bad_request", "no To header")
+	}
+	if s := strings.ToLower(to.Address.Scheme); s != "sip" && s != "sips" && s != "tel" {
+		res, result := r.reject(req, 416, "Unsupported URI Scheme", "bad_request", "To scheme "+to.Address.Scheme)
+		return res, result
+	}
+	aor, err := identity.Canonical(to.Address.String())
+	if err != nil {
+		return r.reject(req, 400, "Invalid To header", "bad_request", err.Error())
+	}
+	srcIP := hostOf(req.Source())
+	if wait, blocked := r.src.Blocked("src:"+srcIP, now); blocked {
+		res, result := r.reject(req, 403, "Too Many Failed Authentications", "rate_limited", "source blocked after repeated failures")
+		res.AppendHeader(siplib.NewHeader("Retry-After", strconv.Itoa(int(wait.Seconds())+1)))
+		return res, result
+	}
+
+	creds, err := r.credentials(req)
+	if err != nil {
+		return r.reject(req, 400, "Malformed Authorization header", "bad_request", err.Error())
+	}
+	if creds == nil {
+		return r.challenge(ctx, req, now, "", false), "challenge"
+	}
+	if wait, blocked := r.id.Blocked("id:"+creds.Username, now); blocked {
+		res, result := r.reject(req, 403, "Too Many Failed Authentications", "rate_limited", "identity blocked after repeated failures")
+		res.AppendHeader(siplib.NewHeader("Retry-After", strconv.Itoa(int(wait.Seconds())+1)))
+		return res, result
+	}
+	sub, err := r.lookup(ctx, creds.Username)
+	if err != nil {
+		r.log.Error("subscriber lookup failed", zap.Error(err))
+		res := rsip.NewResponse(req, 500, "Storage Unavailable")
+		res.AppendHeader(siplib.NewHeader("Retry-After", "5"))
+		return res, "error"
+	}
+	var scheme Scheme
+	for _, s := range r.schemes {
+		if s.Offers(sub) && s.Accepts(creds) {
+			scheme = s
+			break
+		}
+	}
+	if scheme == nil {
+		// Answered with an algorithm we did not offer: challenge afresh.
+		return r.challenge(ctx, req, now, creds.Username, false), "challenge"
+	}
+	branch := ""
+	if v := req.Via(); v != nil {
+		branch, _ = v.Params.Get("branch")
+	}
+	verdict, why := scheme.Verify(string(req.Method), creds, sub, branch, now)
+	switch verdict {
+	case VerdictStale:
+		r.metrics.AuthFailures.WithLabelValues("stale").Inc()
+		r.log.Debug("stale credentials", zap.String("reason", why), zap.String("user", creds.Username))
+		return r.challenge(ctx, req, now, creds.Username, true), "stale"
+	case VerdictFail:
+		r.metrics.AuthFailures.WithLabelValues("credentials").Inc()
+		r.src.Fail("src:"+srcIP, now)
+		r.id.Fail("id:"+creds.Username, now)
+		// Same status and reason for unknown users and wrong passwords.
+		return r.reject(req, 403, "Forbidden", "forbidden", why+" (user "+creds.Username+")")
+	}
+	if !owns(sub, aor) {
+		r.metrics.AuthFailures.WithLabelValues("identity").Inc()
+		return r.reject(req, 403, "Forbidden", "forbidden", aor+" is not a public identity of "+sub.IMPI)
+	}
+	return r.bind(ctx, req, aor, sub, now)
+}
+
+// credentials returns the Authorization for our realm, nil when there is
+// none or when it is the empty one IMS handsets send first (nonce="").
+func (r *Registrar) credentials(req *siplib.Request) (*digest.Credentials, error) {
+	for _, h := range req.GetHeaders("Authorization") {
+		c, err := digest.ParseCredentials(h.Value())
+		if err != nil {
+			return nil, err
+		}
+		if c.Realm != r.opts.Realm {
+			continue
+		}
+		if c.Nonce == "" || c.Response == "" {
+			return nil, nil
+		}
+		return &c, nil
+	}
+	return nil, nil
+}
+
+// lookup finds the subscriber by private identity (the digest username:
+// HA1 covers it, so a bare "alice" and "alice@rcs.local" are different
+// users; provision --impi as the clients send it). Unknown users return nil
+// without error.
+func (r *Registrar) lookup(ctx context.Context, username string) (*storage.Subscriber, error) {
+	sub, err := r.store.SubscriberByIMPI(ctx, username)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lookup %s: %w", username, err)
+	}
+	return &sub, nil
+}
+
+func owns(sub *storage.Subscriber, aor string) bool {
+	for _, u := range sub.IMPUs {
+		if u == aor {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Registrar) challenge(_ context.Context, req *siplib.Request, now time.Time, user string, stale bool) *siplib.Response {
+	res := rsip.NewResponse(req, 401, "Unauthorized")
+	// The challenge does not depend on whether the user exists (no
+	// enumeration): schemes are asked with a nil subscriber.
+	for _, s := range r.schemes {
+		if !s.Offers(nil) {
+			continue
+		}
+		for _, v := range s.Challenges(now, nil, stale) {
+			res.AppendHeader(siplib.NewHeader("WWW-Authenticate", v))
+		}
+	}
+	return res
+}
+
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h
+}
+
+// SetServiceRoute sets the Service-Route of 200 responses; it is known
+// only once the listeners are bound.
+func (r *Registrar) SetServiceRoute(v string) { r.serviceRoute.Store(&v) }
