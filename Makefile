@@ -1,0 +1,45 @@
+# rcsd — see README.md. `make run` starts the server on embedded defaults,
+# `make test` installs what the tests need (Debian packages, as root) and
+# runs every test.
+GO      ?= go
+BIN     ?= bin/rcsd
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X rcsd/config.Version=$(VERSION)
+
+.PHONY: all build run test deps lint fuzz bench bench-register clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/rcsd
+
+run:
+	$(GO) run ./cmd/rcsd serve
+
+# Installs SIPp and friends when missing; never skipped silently.
+deps:
+	./scripts/install-deps.sh
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+# Short fuzzing pass over every parser's fuzz target.
+fuzz:
+	$(GO) test ./registrar/digest -run '^$$' -fuzz FuzzParseCredentials -fuzztime 20s
+	$(GO) test ./identity -run '^$$' -fuzz FuzzCanonical -fuzztime 20s
+	$(GO) test ./registrar -run '^$$' -fuzz FuzzRegister -fuzztime 20s
+
+bench: bench-register
+
+# REGISTER+digest load from SIPp against rcsd and Kamailio in one run.
+bench-register: build
+	./scripts/install-deps.sh kamailio
+	./bench/register.sh --rcsd $(BIN)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"rcsd/admin"
+	"rcsd/config"
+	"rcsd/registrar"
+	"rcsd/registrar/digest"
+	rsip "rcsd/sip"
+	"rcsd/storage"
+	"rcsd/storage/backends"
+)
+
+func newLogger(cfg config.Log, out io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(cfg.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.Format == "json" {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	} else {
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(out), lvl)), nil
+}
+
+// dataDir is the directory of a file: store, where the self-signed
+// certificate is kept too; "" for other stores.
+func dataDir(storageURL string) string {
+	if p, ok := strings.CutPrefix(storageURL, "file:"); ok {
+		return filepath.Clean(p)
+	}
+	return ""
+}
+
+// advertised is the host:port rcsd puts in Service-Route: sip.advertise,
+// else the first listener unless it is a wildcard address, else the domain.
+func advertised(cfg *config.Config, bound []rsip.Listener) string {
+	if cfg.SIP.Advertise != "" {
+		return cfg.SIP.Advertise
+	}
+	for _, l := range bound {
+		host, _, err := net.SplitHostPort(l.Addr)
+		if err == nil && !net.ParseIP(host).IsUnspecified() {
+			return l.Addr
+		}
+	}
+	return cfg.Domain
+}
+
+func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
+	log, err := newLogger(cfg.Log, logOut)
+	if err != nil {
+		return err
+	}
+	defer log.Sync() //nolint:errcheck
+
+	store, err := backends.Open(ctx, cfg.Storage)
+	if err != nil {
+		return fmt.Errorf("storage %s: %w", cfg.Storage, err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("storage close", zap.Error(err))
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	hosts := []string{"localhost", "127.0.0.1", "::1", cfg.Domain}
+	for _, l := range cfg.SIP.Listen {
+		if _, addr, err := config.ParseListen(l); err == nil {
+			if h, _, err := net.SplitHostPort(addr); err == nil {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	if cfg.SIP.Advertise != "" {
+		h, _, err := net.SplitHostPort(cfg.SIP.Advertise)
+		if err != nil {
+			h = cfg.SIP.Advertise
+		}
+		hosts = append(hosts, h)
+	}
+	tlsCfg, created, err := rsip.LoadOrCreateCertificate(cfg.SIP.TLS.CertFile, cfg.SIP.TLS.KeyFile, dataDir(cfg.Storage), hosts)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("generated a self-signed TLS certificate", zap.String("dir", dataDir(cfg.Storage)))
+	}
+
+	router := rsip.NewRouter(cfg.SIP.ServerHeader, []string{"path"}, log.Named("sip"), reg)
+	server, err := rsip.NewServer(rsip.Config{
+		Listen: cfg.SIP.Listen, MaxMessageSize: cfg.SIP.MaxMessageSize, UserAgent: cfg.SIP.ServerHeader, TLS: tlsCfg,
+	}, router, log.Named("sip"))
+	if err != nil {
+		return err
+	}
+
+	algs := make([]digest.Algorithm, 0, len(cfg.Auth.DigestAlgorithms))
+	for _, a := range cfg.Auth.DigestAlgorithms {
+		alg, _ := digest.ParseAlgorithm(a)
+		algs = append(algs, alg)
+	}
+	schemes := []registrar.Scheme{&registrar.DigestScheme{
+		Realm: cfg.RealmOrDomain(), Algorithms: algs, AllowNoQop: cfg.Auth.AllowNoQop,
+		Nonces: registrar.NewNonces(cfg.Auth.NonceSecret, cfg.Auth.NonceLifetime),
+	}}
+	perSource := registrar.NewLimiter(cfg.Auth.MaxFailuresPerSource, cfg.Auth.FailureWindow, cfg.Auth.BlockFor)
+	perIdentity := registrar.NewLimiter(cfg.Auth.MaxFailuresPerIdentity, cfg.Auth.FailureWindow, cfg.Auth.BlockFor)
+	metrics := registrar.NewMetrics(reg, func() float64 {
+		c, _ := store.CountBindings(context.Background())
+		return float64(c)
+	})
+	regOpts := registrar.Options{
+		Domain: cfg.Domain, Realm: cfg.RealmOrDomain(),
+		MinExpires: cfg.Reg.MinExpires, MaxExpires: cfg.Reg.MaxExpires, DefaultExpires: cfg.Reg.DefaultExpires,
+		MaxContacts: cfg.Reg.MaxContacts, PathRequiresSupport: true, Node: cfg.Node.ID,
+	}
+	reg1 := registrar.New(regOpts, store, schemes, perSource, perIdentity, log.Named("registrar"), metrics)
+	router.Handle("REGISTER", reg1.ServeSIP)
+	router.Handle("OPTIONS", optionsHandler(router))
+
+	httpSrv := admin.New(store, reg, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, log.Named("http"))
+	if cfg.HTTP.Listen != "" {
+		if err := httpSrv.Start(cfg.HTTP.Listen); err != nil {
+			return err
+		}
+	}
+	if err := server.Start(ctx); err != nil {
+		_ = httpSrv.Shutdown(context.Background())
+		return err
+	}
+	// Service-Route needs the bound address; set it before going ready.
+	reg1.SetServiceRoute("<sip:orig@" + advertised(&cfg, server.Listeners()) + ";lr>")
+	httpSrv.SetReady(true)
+	log.Info("rcsd ready", zap.String("version", config.Version), zap.String("domain", cfg.Domain),
+		zap.String("storage", cfg.Storage), zap.String("node", cfg.Node.ID))
+
+	purgeDone := make(chan struct{})
+	purgeCtx, stopPurge := context.WithCancel(context.Background())
+	go func() {
+		defer close(purgeDone)
+		purge(purgeCtx, store, cfg.Reg.PurgeInterval, log, perSource, perIdentity)
+	}()
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	httpSrv.SetReady(false)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	if err := server.Shutdown(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	stopPurge()
+	<-purgeDone
+	if err := httpSrv.Shutdown(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	log.Info("stopped")
+	return errors.Join(errs...)
+}
+
+// purge removes expired bindings on a timer (RFC 3261 §10.3: a binding
+// past its expiry is gone even if nobody looks it up).
+func purge(ctx context.Context, store storage.Store, every time.Duration, log *zap.Logger, limiters ...*registrar.Limiter) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			gone, err := store.ExpireBindings(ctx, now, 10000)
+			if err != nil {
+				log.Warn("expiring bindings failed", zap.Error(err))
+			}
+			for _, b := range gone {
+				log.Debug("binding expired", zap.String("aor", b.AOR), zap.String("contact", b.Contact))
+			}
+			for _, l := range limiters {
+				l.Sweep(now)
+			}
+		}
+	}
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages rcsd's tests (and, with "kamailio", its
+# benchmarks) need, when they are missing. Runs apt-get as root (directly or
+# through sudo); fails loudly rather than letting tests skip.
+set -euo pipefail
+need=()
+command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [[ "${1:-}" == kamailio ]]; then
+  command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
+  command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+fi
+[[ ${#need[@]} -eq 0 ]] && exit 0
+echo "installing: ${need[*]}" >&2
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q "${need[@]}"

@@ -1,0 +1,89 @@
+// Package backends opens a storage backend from the URL in rcsd's
+// configuration. It is the only package that knows every backend, so the
+// rest of rcsd depends on the storage interfaces alone.
+//
+// Supported URLs:
+//
+//	memory:                 in-process, nothing persisted (tests, trials)
+//	file:PATH               embedded bbolt database in directory PATH
+//	                        (file:./data, file:/var/lib/rcsd,
+//	                        file:///var/lib/rcsd)
+//	redis://…, rediss://…   reserved: fails with ErrUnsupported for now
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"rcsd/storage"
+	"rcsd/storage/bolt"
+	"rcsd/storage/memory"
+)
+
+// ErrUnsupported means the URL names a backend this build does not have.
+var ErrUnsupported = errors.New("storage backend not supported")
+
+// Open opens the backend url names. ctx bounds the opening only; it is not
+// kept. Opening a file: database can take up to a second when another
+// process holds it (see bolt.ErrLocked).
+func Open(ctx context.Context, rawURL string) (storage.Store, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("storage %q: %w", redact(rawURL), err)
+	}
+	scheme, rest, ok := strings.Cut(rawURL, ":")
+	if !ok || scheme == "" {
+		return nil, fmt.Errorf("storage %q: not a URL; use memory:, file:PATH or redis://HOST", redact(rawURL))
+	}
+	switch strings.ToLower(scheme) {
+	case "memory":
+		if rest != "" && rest != "//" {
+			return nil, fmt.Errorf("storage %q: memory: takes no path or options", rawURL)
+		}
+		return memory.New(), nil
+	case "file":
+		dir, err := filePath(rest)
+		if err != nil {
+			return nil, fmt.Errorf("storage %q: %w", rawURL, err)
+		}
+		s, err := bolt.Open(dir, bolt.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("storage %q: %w", rawURL, err)
+		}
+		return s, nil
+	case "redis", "rediss":
+		return nil, fmt.Errorf("storage %q: %w: the Redis backend arrives with a later release of rcsd; use file:PATH for now",
+			redact(rawURL), ErrUnsupported)
+	default:
+		return nil, fmt.Errorf("storage %q: unknown backend %q; use memory:, file:PATH or redis://HOST", redact(rawURL), scheme)
+	}
+}
+
+// filePath extracts the directory of a file: URL. Besides the opaque form
+// (file:./data, file:/var/lib/rcsd) it accepts RFC 8089 URLs with an empty
+// or localhost authority (file:///var/lib/rcsd), since people paste those.
+func filePath(rest string) (string, error) {
+	if after, ok := strings.CutPrefix(rest, "//"); ok {
+		host, path, _ := strings.Cut(after, "/")
+		if host != "" && host != "localhost" {
+			return "", fmt.Errorf("file URL with host %q; write file:PATH (file:./data, file:/var/lib/rcsd)", host)
+		}
+		rest = "/" + path
+	}
+	if rest == "" || rest == "/" && strings.HasPrefix(rest, "//") {
+		return "", errors.New("file: needs a directory (file:./data, file:/var/lib/rcsd)")
+	}
+	return rest, nil
+}
+
+// redact hides a password in URLs that may carry one (redis://:pw@host),
+// so errors can be logged.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	return u.Redacted()
+}
