@@ -171,11 +171,20 @@ func (s *Server) writeUDP(conn net.PacketConn, res *siplib.Response) {
 // tooLarge answers 513 (RFC 3261 §21.5.14) to a datagram over the size
 // limit when its headers can be read, so the sender learns why.
 func (s *Server) tooLarge(conn net.PacketConn, info siplib.TransportReadProps, data []byte) {
-	end := bytes.Index(data, []byte("\r\n\r\n"))
-	if end > 0 {
-		hdr := append(append([]byte{}, data[:end+4]...), "\r\n"...)
-		hdr = bytes.Replace(hdr, []byte("\r\n\r\n"), []byte("\r\nContent-Length: 0\r\n\r\n"), 1)
-		if msg, err := s.parser.ParseSIP(stripContentLength(hdr)); err == nil {
+	if end := bytes.Index(data, []byte("\r\n\r\n")); end > 0 {
+		var hdr bytes.Buffer
+		for _, l := range bytes.Split(data[:end], []byte("\r\n")) {
+			name, _, _ := bytes.Cut(l, []byte(":"))
+			if n := strings.ToLower(strings.TrimSpace(string(name))); n == "content-length" || n == "l" {
+				continue
+			}
+			hdr.Write(l)
+			hdr.WriteString("\r\n")
+		}
+		hdr.WriteString("Content-Length: 0\r\n\r\n")
+		// The headers alone may exceed the limit: parse them without it
+		// (a datagram is at most 64 KiB anyway).
+		if msg, err := siplib.NewParser().ParseSIP(hdr.Bytes()); err == nil {
 			if req, ok := msg.(*siplib.Request); ok {
 				req.SetTransport("UDP")
 				req.SetSource(info.RemoteAddr.String())
@@ -185,27 +194,6 @@ func (s *Server) tooLarge(conn net.PacketConn, info siplib.TransportReadProps, d
 	}
 	s.log.Info("oversized datagram refused", zap.String("source", info.RemoteAddr.String()),
 		zap.Int("bytes", len(data)), zap.Int("limit", s.cfg.MaxMessageSize))
-}
-
-// stripContentLength removes the original Content-Length lines, leaving the
-// "Content-Length: 0" tooLarge added.
-func stripContentLength(hdr []byte) []byte {
-	lines := bytes.Split(hdr, []byte("\r\n"))
-	out := lines[:0]
-	seenZero := false
-	for _, l := range lines {
-		name, _, _ := bytes.Cut(l, []byte(":"))
-		n := strings.ToLower(strings.TrimSpace(string(name)))
-		if n == "content-length" || n == "l" {
-			if !seenZero && bytes.Equal(bytes.TrimSpace(l), []byte("Content-Length: 0")) {
-				seenZero = true
-				out = append(out, l)
-			}
-			continue
-		}
-		out = append(out, l)
-	}
-	return bytes.Join(out, []byte("\r\n"))
 }
 
 // Start opens every listener and returns once all are bound. Serving
@@ -358,7 +346,7 @@ func (s *Server) Request(ctx context.Context, req *siplib.Request, flow Flow) (*
 			return s.requestOverTCP(ctx, req, flow)
 		}
 	}
-	res, err := s.client.Do(ctx, req, sipgo.ClientRequestAddVia)
+	res, err := s.client.Do(ctx, req)
 	if errors.Is(err, siplib.ErrUDPMTUCongestion) {
 		return s.requestOverTCP(ctx, req, flow)
 	}
