@@ -24,14 +24,14 @@ import (
 const realm = "rcs.local"
 
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	r     *Registrar
 	store *memory.Store
 	now   time.Time
 	seq   int
 }
 
-func newHarness(t *testing.T, mutate ...func(*Options, *DigestScheme)) *harness {
+func newHarness(t testing.TB, mutate ...func(*Options, *DigestScheme)) *harness {
 	t.Helper()
 	store := memory.New()
 	t.Cleanup(func() { store.Close() })
@@ -60,7 +60,7 @@ func newHarness(t *testing.T, mutate ...func(*Options, *DigestScheme)) *harness 
 
 // parse turns wire text (LF or CRLF) into a request as the transport
 // delivers it.
-func parse(t *testing.T, wire string, transport, source string) *siplib.Request {
+func parse(t testing.TB, wire string, transport, source string) *siplib.Request {
 	t.Helper()
 	wire = strings.ReplaceAll(strings.ReplaceAll(wire, "\r\n", "\n"), "\n", "\r\n")
 	msg, err := siplib.ParseMessage([]byte(wire))
