@@ -106,7 +106,7 @@ func (h *harness) register(r reg, auth string) *siplib.Response {
 }
 
 // challenge returns the challenges of a 401 by algorithm.
-func challenges(t *testing.T, res *siplib.Response) map[string]map[string]string {
+func challenges(t testing.TB, res *siplib.Response) map[string]map[string]string {
 	t.Helper()
 	require.Equal(t, 401, res.StatusCode)
 	out := map[string]map[string]string{}
