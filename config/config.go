@@ -97,6 +97,8 @@ type Reg struct {
 	DefaultExpires int           `yaml:"default_expires"`
 	MaxContacts    int           `yaml:"max_contacts"`
 	PurgeInterval  time.Duration `yaml:"purge_interval"`
+	// PathRequiresSupport refuses Path without Supported: path (421).
+	PathRequiresSupport bool `yaml:"path_requires_support"`
 }
 
 // Limits bounds resource use.
@@ -133,11 +135,12 @@ func Default() Config {
 			BlockFor:               60 * time.Second,
 		},
 		Reg: Reg{
-			MinExpires:     60,
-			MaxExpires:     86400,
-			DefaultExpires: 3600,
-			MaxContacts:    16,
-			PurgeInterval:  10 * time.Second,
+			MinExpires:          60,
+			MaxExpires:          86400,
+			DefaultExpires:      3600,
+			MaxContacts:         16,
+			PurgeInterval:       10 * time.Second,
+			PathRequiresSupport: true,
 		},
 		Limits: Limits{ShutdownTimeout: 10 * time.Second},
 	}
@@ -187,6 +190,11 @@ func Load(path string, environ []string, flags map[string]string) (Config, error
 			problems = append(problems, fmt.Sprintf("--%s: %v", k, err))
 		}
 	}
+	if cfg.Node.ID == "" {
+		cfg.Node.ID = Default().Node.ID
+	}
+	// "VERSION" in the server header stands for this release.
+	cfg.SIP.ServerHeader = strings.ReplaceAll(cfg.SIP.ServerHeader, "VERSION", Version)
 	problems = append(problems, cfg.Validate()...)
 	if len(problems) > 0 {
 		return cfg, fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(problems, "\n  "))

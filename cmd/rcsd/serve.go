@@ -134,7 +134,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	regOpts := registrar.Options{
 		Domain: cfg.Domain, Realm: cfg.RealmOrDomain(),
 		MinExpires: cfg.Reg.MinExpires, MaxExpires: cfg.Reg.MaxExpires, DefaultExpires: cfg.Reg.DefaultExpires,
-		MaxContacts: cfg.Reg.MaxContacts, PathRequiresSupport: true, Node: cfg.Node.ID,
+		MaxContacts: cfg.Reg.MaxContacts, PathRequiresSupport: cfg.Reg.PathRequiresSupport, Node: cfg.Node.ID,
 	}
 	reg1 := registrar.New(regOpts, store, schemes, perSource, perIdentity, log.Named("registrar"), metrics)
 	router.Handle("REGISTER", reg1.ServeSIP)
