@@ -99,7 +99,13 @@ func (b *Binding) Key() string {
 type SubscriberStore interface {
 	// PutSubscribers creates or replaces subscribers (keyed by IMPI) and
 	// their IMPU index in one atomic batch. A public identity already owned
-	// by another IMPI is an ErrConflict and nothing is written.
+	// by another IMPI is an ErrConflict and nothing is written; an IMPU
+	// released by a subscriber replaced in the same batch is free. A
+	// replaced subscriber's IMPUs not in its new version stop resolving.
+	// Every subscriber needs an IMPI and at least one non-empty IMPU; an
+	// IMPI twice in the batch, or an IMPU twice in one subscriber, is
+	// ErrInvalid, and an IMPU in two subscribers of the batch ErrConflict.
+	// An empty batch does nothing.
 	PutSubscribers(ctx context.Context, subs []Subscriber) error
 	// SubscriberByIMPI returns ErrNotFound when absent.
 	SubscriberByIMPI(ctx context.Context, impi string) (Subscriber, error)
@@ -107,8 +113,10 @@ type SubscriberStore interface {
 	SubscriberByIMPU(ctx context.Context, impu string) (Subscriber, error)
 	// ListSubscribers returns up to limit subscribers with IMPI > after, in
 	// IMPI order (cursor pagination: pass the last IMPI to continue).
+	// limit <= 0: no limit.
 	ListSubscribers(ctx context.Context, after string, limit int) ([]Subscriber, error)
-	// DeleteSubscriber removes a subscriber and its IMPU index entries.
+	// DeleteSubscriber removes a subscriber and its IMPU index entries;
+	// ErrNotFound when absent.
 	DeleteSubscriber(ctx context.Context, impi string) error
 	// CountSubscribers returns how many subscribers exist.
 	CountSubscribers(ctx context.Context) (int, error)
@@ -116,17 +124,24 @@ type SubscriberStore interface {
 
 // BindingStore holds registrations.
 type BindingStore interface {
-	// Bindings returns the bindings of aor not expired at now, in the
-	// order they were first registered.
+	// Bindings returns the bindings of aor not expired at now (Expires
+	// after now), in the order they were first registered. Times come
+	// back in UTC.
 	Bindings(ctx context.Context, aor string, now time.Time) ([]Binding, error)
 	// UpdateBindings atomically replaces the bindings of aor with what fn
 	// returns. fn receives the bindings not expired at now and may be
 	// called more than once (optimistic backends retry on conflict), so it
 	// must not have side effects. An error from fn aborts the update and is
-	// returned as is.
+	// returned as is. Expired bindings, which fn does not see, are dropped.
+	// The store keeps the order fn returns (callers append new bindings,
+	// which gives first-registered order). Every binding must have AOR ==
+	// aor, a Contact and a Key of its own, else ErrInvalid and nothing is
+	// written. It returns the bindings now stored.
 	UpdateBindings(ctx context.Context, aor string, now time.Time, fn func(cur []Binding) ([]Binding, error)) ([]Binding, error)
-	// ExpireBindings deletes up to limit bindings expired at now and
-	// returns them (limit <= 0: no limit), so the caller can report them.
+	// ExpireBindings deletes up to limit bindings expired at now (Expires
+	// at or before now) and returns them, in no particular order (limit
+	// <= 0: no limit), so the caller can report them. It returns exactly
+	// limit while at least limit are expired: fewer means none are left.
 	ExpireBindings(ctx context.Context, now time.Time, limit int) ([]Binding, error)
 	// CountBindings returns the number of stored bindings, expired ones
 	// not yet purged included.
@@ -139,6 +154,8 @@ type Store interface {
 	BindingStore
 	// Ping reports whether the backend can serve requests (for /readyz).
 	Ping(ctx context.Context) error
-	// Close flushes pending writes and releases the backend.
+	// Close flushes pending writes and releases the backend. Calling it
+	// again returns the first call's result; every other method then
+	// fails with ErrClosed.
 	Close() error
 }

@@ -28,55 +28,67 @@ var ErrUnsupported = errors.New("storage backend not supported")
 
 // Open opens the backend url names. ctx bounds the opening only; it is not
 // kept. Opening a file: database can take up to a second when another
-// process holds it (see bolt.ErrLocked).
+// process holds it (the error then wraps bolt.ErrLocked). Errors name the
+// backend but leave naming the URL to the caller, except for URLs Open
+// cannot make sense of; passwords in URLs are never repeated.
 func Open(ctx context.Context, rawURL string) (storage.Store, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("storage %q: %w", redact(rawURL), err)
+		return nil, err
 	}
 	scheme, rest, ok := strings.Cut(rawURL, ":")
 	if !ok || scheme == "" {
-		return nil, fmt.Errorf("storage %q: not a URL; use memory:, file:PATH or redis://HOST", redact(rawURL))
+		return nil, fmt.Errorf("storage URL %q: want memory:, file:PATH or redis://host:port/db", redact(rawURL))
 	}
 	switch strings.ToLower(scheme) {
 	case "memory":
 		if rest != "" && rest != "//" {
-			return nil, fmt.Errorf("storage %q: memory: takes no path or options", rawURL)
+			return nil, fmt.Errorf("storage URL %q: memory: takes no path or options", redact(rawURL))
 		}
 		return memory.New(), nil
 	case "file":
 		dir, err := filePath(rest)
 		if err != nil {
-			return nil, fmt.Errorf("storage %q: %w", rawURL, err)
+			return nil, fmt.Errorf("storage URL %q: %w", redact(rawURL), err)
 		}
 		s, err := bolt.Open(dir, bolt.Options{})
 		if err != nil {
-			return nil, fmt.Errorf("storage %q: %w", rawURL, err)
+			return nil, err
 		}
 		return s, nil
 	case "redis", "rediss":
-		return nil, fmt.Errorf("storage %q: %w: the Redis backend arrives with a later release of rcsd; use file:PATH for now",
-			redact(rawURL), ErrUnsupported)
+		return nil, fmt.Errorf("%w: the Redis backend arrives with a later release of rcsd; use file:PATH for now", ErrUnsupported)
 	default:
-		return nil, fmt.Errorf("storage %q: unknown backend %q; use memory:, file:PATH or redis://HOST", redact(rawURL), scheme)
+		return nil, fmt.Errorf("storage URL %q: unknown backend %q; want memory:, file:PATH or redis://host:port/db", redact(rawURL), scheme)
 	}
 }
 
 // filePath extracts the directory of a file: URL. Besides the opaque form
-// (file:./data, file:/var/lib/rcsd) it accepts RFC 8089 URLs with an empty
-// or localhost authority (file:///var/lib/rcsd), since people paste those.
+// (file:./data, file:/var/lib/rcsd), taken verbatim, it accepts RFC 8089
+// URLs with an empty or localhost authority (file:///var/lib/rcsd), since
+// people paste those; their path is percent-decoded.
 func filePath(rest string) (string, error) {
-	if after, ok := strings.CutPrefix(rest, "//"); ok {
-		host, path, _ := strings.Cut(after, "/")
-		if host != "" && host != "localhost" {
-			return "", fmt.Errorf("file URL with host %q; write file:PATH (file:./data, file:/var/lib/rcsd)", host)
+	after, isURL := strings.CutPrefix(rest, "//")
+	if !isURL {
+		if rest == "" {
+			return "", errNoDir
 		}
-		rest = "/" + path
+		return rest, nil
 	}
-	if rest == "" || rest == "/" && strings.HasPrefix(rest, "//") {
-		return "", errors.New("file: needs a directory (file:./data, file:/var/lib/rcsd)")
+	host, path, _ := strings.Cut(after, "/")
+	if host != "" && host != "localhost" {
+		return "", fmt.Errorf("file URL with host %q; write file:PATH (file:./data, file:/var/lib/rcsd)", host)
 	}
-	return rest, nil
+	if path == "" {
+		return "", errNoDir
+	}
+	path, err := url.PathUnescape(path)
+	if err != nil {
+		return "", fmt.Errorf("file URL path: %w", err)
+	}
+	return "/" + path, nil
 }
+
+var errNoDir = errors.New("file: needs a directory (file:./data, file:/var/lib/rcsd)")
 
 // redact hides a password in URLs that may carry one (redis://:pw@host),
 // so errors can be logged.

@@ -134,6 +134,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		Timeout: opts.LockTimeout,
 		// The hashmap freelist stays fast as the file grows and fragments.
 		FreelistType: bbolt.FreelistMapType,
+		// Map 256 MiB of address space up front (not memory; outside
+		// Windows the file does not grow to it): every remap while a
+		// transaction grows the file copies all its dirty nodes, which
+		// made loading 100 000 subscribers take 1.6s instead of 1.0s.
 		InitialMmapSize: 256 << 20,
 	})
 	if errors.Is(err, bberrors.ErrTimeout) {

@@ -1,0 +1,96 @@
+package backends
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"rcsd/storage"
+	"rcsd/storage/bolt"
+	"rcsd/storage/memory"
+)
+
+func TestOpen(t *testing.T) {
+	tmp := t.TempDir()
+	cases := []struct {
+		name     string
+		url      string
+		wantType storage.Store // nil: Open must fail
+		wantDir  string        // for file:, where rcsd.db must appear
+		wantIs   error         // for failures, optional
+		contains []string      // for failures: in the message
+		absent   []string      // for failures: not in the message
+	}{
+		{name: "memory", url: "memory:", wantType: &memory.Store{}},
+		{name: "memory with slashes", url: "memory://", wantType: &memory.Store{}},
+		{name: "memory upper case", url: "MEMORY:", wantType: &memory.Store{}},
+		{name: "file absolute", url: "file:" + filepath.Join(tmp, "abs"), wantType: &bolt.Store{}, wantDir: filepath.Join(tmp, "abs")},
+		{name: "file URL", url: "file://" + filepath.Join(tmp, "url"), wantType: &bolt.Store{}, wantDir: filepath.Join(tmp, "url")},
+		{name: "file URL localhost", url: "file://localhost" + filepath.Join(tmp, "local host"), wantType: &bolt.Store{}, wantDir: filepath.Join(tmp, "local host")},
+		{name: "file URL escaped", url: "file://" + filepath.Join(tmp, "with%20space"), wantType: &bolt.Store{}, wantDir: filepath.Join(tmp, "with space")},
+		{name: "redis", url: "redis://:s3cret@127.0.0.1:6379/0", wantIs: ErrUnsupported, contains: []string{"later release"}, absent: []string{"s3cret"}},
+		{name: "rediss", url: "rediss://user:s3cret@redis.example.net:6380", wantIs: ErrUnsupported, contains: []string{"Redis"}, absent: []string{"s3cret"}},
+		{name: "unknown scheme", url: "postgres://rcsd:s3cret@db/rcsd", contains: []string{"postgres://rcsd:xxxxx@db/rcsd", "unknown backend"}, absent: []string{"s3cret"}},
+		{name: "not a URL", url: "./data", contains: []string{`"./data"`}},
+		{name: "empty", url: "", contains: []string{`""`}},
+		{name: "file without path", url: "file:", contains: []string{`"file:"`, "needs a directory"}},
+		{name: "file URL without path", url: "file://", contains: []string{"needs a directory"}},
+		{name: "file URL with host", url: "file://server/data", contains: []string{`"file://server/data"`, `host "server"`}},
+		{name: "memory with path", url: "memory:foo", contains: []string{`"memory:foo"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(t.Context(), tc.url)
+			if tc.wantType == nil {
+				require.Error(t, err)
+				assert.Nil(t, s)
+				if tc.wantIs != nil {
+					assert.ErrorIs(t, err, tc.wantIs)
+				}
+				for _, c := range tc.contains {
+					assert.Contains(t, err.Error(), c)
+				}
+				for _, a := range tc.absent {
+					assert.NotContains(t, err.Error(), a)
+				}
+				return
+			}
+			require.NoError(t, err)
+			t.Cleanup(func() { assert.NoError(t, s.Close()) })
+			assert.IsType(t, tc.wantType, s)
+			require.NoError(t, s.Ping(t.Context()))
+			if tc.wantDir != "" {
+				assert.FileExists(t, filepath.Join(tc.wantDir, bolt.FileName))
+			}
+		})
+	}
+}
+
+func TestOpenRelativeFile(t *testing.T) {
+	t.Chdir(t.TempDir())
+	s, err := Open(t.Context(), "file:./data")
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	_, err = os.Stat(filepath.Join("data", bolt.FileName))
+	require.NoError(t, err)
+}
+
+func TestOpenLocked(t *testing.T) {
+	url := "file:" + t.TempDir()
+	s, err := Open(t.Context(), url)
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = Open(t.Context(), url)
+	require.ErrorIs(t, err, bolt.ErrLocked, "callers fall back to the running server on ErrLocked")
+}
+
+func TestOpenCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := Open(ctx, "memory:")
+	require.ErrorIs(t, err, context.Canceled)
+}
