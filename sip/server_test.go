@@ -13,6 +13,8 @@ import (
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -329,4 +331,27 @@ func mustUDPAddr(t *testing.T, s string) *net.UDPAddr {
 	a, err := net.ResolveUDPAddr("udp", s)
 	require.NoError(t, err)
 	return a
+}
+
+// WebSocket clients (RFC 7118) register like the others.
+func TestWebSocketListener(t *testing.T) {
+	core, _ := observer.New(zap.InfoLevel)
+	log := zap.New(core)
+	router := NewRouter("rcsd-test", []string{"path"}, log, prometheus.NewRegistry())
+	router.Handle("REGISTER", func(_ context.Context, req *siplib.Request) *siplib.Response {
+		return NewResponse(req, 200, "OK")
+	})
+	s, err := NewServer(Config{Listen: []string{"ws://127.0.0.1:0"}, MaxMessageSize: 65535, UserAgent: "t"}, router, log)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+	defer s.Shutdown(context.Background())
+
+	conn, _, _, err := ws.Dialer{Protocols: []string{"sip"}}.Dial(context.Background(), "ws://"+s.Addr("ws"))
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, wsutil.WriteClientText(conn, []byte(request("REGISTER", "sip:rcs.local", "WS", "df7jal23ls0d.invalid", ""))))
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
+	data, err := wsutil.ReadServerText(conn)
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(string(data), "SIP/2.0 200 OK\r\n"), string(data))
 }
