@@ -28,8 +28,10 @@ CLIENT_CPU=1
 RECV_TIMEOUT_MS=5000
 KAM_SHM_MB=256
 KAM_MEM="tlsf"
+NICE=""               # default: -10 as root, else 0
 RCSD_ARGS=""
 RCSD_PROVISION=""
+RCSD_STORAGE="file"     # file: provisioned store copied per run; memory: provisioned per run via the admin API
 OUT_DIR="$BENCH_DIR/out"
 KEEP=0
 
@@ -50,15 +52,25 @@ usage: bench/register.sh [options]
                         rate x duration, so every registration is a new AOR;
                         fewer makes SIPp wrap around and re-register AORs)
   --impi full|short     digest username user000001@rcs.local (default) or user000001
+  --rcsd-storage file|memory
+                        file (default): 'serve --storage file:DIR', DIR provisioned
+                        once with 'rcsd subscriber import' and copied for every run;
+                        memory: 'serve --storage memory:', provisioned after every
+                        start through its admin API ('subscriber import
+                        --storage memory: --http.listen ...'), like Kamailio's
+                        in-memory usrloc
   --rcsd-args "ARGS"    extra arguments for 'rcsd serve' (word-split)
   --rcsd-provision CMD  shell command that provisions the subscribers instead of
                         'rcsd subscriber import'; it gets RCSD_BIN, RCSD_STORAGE,
-                        BENCH_SUBSCRIBERS_CSV, BENCH_USERS_FILE, BENCH_USERS_N
+                        RCSD_HTTP (memory only), BENCH_SUBSCRIBERS_CSV,
+                        BENCH_USERS_FILE, BENCH_USERS_N
   --recv-timeout MS     SIPp per-message receive timeout (default: $RECV_TIMEOUT_MS)
   --kamailio-shm MB     Kamailio shared memory (default: $KAM_SHM_MB)
   --kamailio-mem M      Kamailio memory manager for shm and pkg: tlsf, fm or qm
                         (default: $KAM_MEM; Debian's default qm costs ~2x the CPU)
   --server-cpu N / --client-cpu N   cores to pin to (default: 0 / 1)
+  --nice N              niceness of the server and SIPp, so that other jobs on a shared
+                        machine preempt them less (default: -10 as root, else 0)
   --out DIR             where the .tsv and .txt go (default: bench/out)
   --keep                keep the scratch directory (SIPp logs, server logs)
 EOF
@@ -78,11 +90,13 @@ while (($# > 0)); do
 	--impi) IMPI_FORM=${2:?}; shift 2 ;;
 	--rcsd-args) RCSD_ARGS=${2-}; shift 2 ;;
 	--rcsd-provision) RCSD_PROVISION=${2:?}; shift 2 ;;
+	--rcsd-storage) RCSD_STORAGE=${2:?}; shift 2 ;;
 	--recv-timeout) RECV_TIMEOUT_MS=${2:?}; shift 2 ;;
 	--kamailio-shm) KAM_SHM_MB=${2:?}; shift 2 ;;
 	--kamailio-mem) KAM_MEM=${2:?}; shift 2 ;;
 	--server-cpu) SERVER_CPU=${2:?}; shift 2 ;;
 	--client-cpu) CLIENT_CPU=${2:?}; shift 2 ;;
+	--nice) NICE=${2:?}; shift 2 ;;
 	--out) OUT_DIR=${2:?}; shift 2 ;;
 	--keep) KEEP=1; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -99,12 +113,16 @@ isint "$KAM_SHM_MB" || die "--kamailio-shm wants an integer"
 isint "$SERVER_CPU" && isint "$CLIENT_CPU" || die "--server-cpu/--client-cpu want core numbers"
 [[ $KAM_MEM == tlsf || $KAM_MEM == fm || $KAM_MEM == qm ]] || die "--kamailio-mem wants tlsf, fm or qm"
 [[ $IMPI_FORM == full || $IMPI_FORM == short ]] || die "--impi wants full or short"
+[[ $RCSD_STORAGE == file || $RCSD_STORAGE == memory ]] || die "--rcsd-storage wants file or memory"
+[[ -n $NICE ]] || { if ((EUID == 0)); then NICE=-10; else NICE=0; fi; }
+[[ $NICE =~ ^-?[0-9]+$ ]] && ((NICE >= -20 && NICE <= 19)) || die "--nice wants -20..19"
+((NICE >= 0 || EUID == 0)) || die "--nice below 0 needs root"
 read -r -a RATE_LIST <<<"$RATES"
 ((${#RATE_LIST[@]} > 0)) || die "--rates is empty"
 MAX_RATE=0
 for r in "${RATE_LIST[@]}"; do
 	isint "$r" && ((r > 0)) || die "bad rate: $r"
-	((r > MAX_RATE)) && MAX_RATE=$r
+	if ((r > MAX_RATE)); then MAX_RATE=$r; fi
 done
 ((USERS > 0)) || USERS=$((MAX_RATE * DURATION))
 ((USERS <= 999999)) || die "at most 999999 users"
@@ -134,6 +152,13 @@ for s in $SERVERS; do
 done
 ((${#RUN_SERVERS[@]} > 0)) || die "no server to benchmark"
 
+# PRIO CMD...: run CMD in a session of its own at niceness NICE. With
+# autogroup scheduling (kernel.sched_autogroup_enabled=1) niceness only ranks
+# processes within one session's group, so the new session's group gets the
+# niceness too (/proc/PID/autogroup). setsid does not fork here (a background
+# job of a script is no process group leader), so $! stays the server's PID.
+PRIO=(setsid bash -c '[[ $0 == 0 ]] || echo "$0" >/proc/$$/autogroup 2>/dev/null || true; exec nice -n "$0" "$@"' "$NICE")
+
 CLK_TCK=$(getconf CLK_TCK)
 STAMP=$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT_DIR"
@@ -143,7 +168,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/register-bench.XXXXXX")
 
 # ---------------------------------------------------------------- results
 # One TSV row per run, written when the script ends (also on failure).
-TSV_HEADER="server	rate	repeat	selected	duration_s	calls	ok	failed	fail_pct	sipp_failed	retrans	elapsed_s	achieved_per_s	p50_ms	p99_ms	max_ms	p99_challenge_ms	p99_auth_ms	cpu_us_per_reg	server_cpu_pct	rss_mb	pss_mb	hwm_mb	nprocs	sipp_cpu_pct	other_cpu_pct	users	timestamp"
+TSV_HEADER="server	rate	repeat	selected	duration_s	calls	ok	failed	fail_pct	sipp_failed	retrans	server_udp_drops	all_udp_drops	elapsed_s	achieved_per_s	p50_ms	p99_ms	max_ms	cpu_us_per_reg	server_cpu_pct	rss_mb	pss_mb	hwm_mb	nprocs	sipp_cpu_pct	other_cpu_pct	users	timestamp"
 ROWS=()        # "server:rate:repeat<TAB>rest of the row"
 declare -A SEL # "server:rate" -> selected repeat
 declare -A R_OK R_FAIL R_FAILPCT R_ELAPSED R_P50 R_P99 R_CPU R_RSS R_PSS R_HWM R_SCPU R_SIPPCPU R_OTHER R_ACH
@@ -159,7 +184,7 @@ write_tsv() {
 			id=${row%%	*} rest=${row#*	}
 			IFS=: read -r server rate rep <<<"$id"
 			sel=0
-			[[ ${SEL[$server:$rate]-} == "$rep" ]] && sel=1
+			if [[ ${SEL[$server:$rate]-} == "$rep" ]]; then sel=1; fi
 			printf '%s\t%s\t%s\t%s\t%s\n' "$server" "$rate" "$rep" "$sel" "$rest"
 		done
 	} >"$TSV"
@@ -168,6 +193,7 @@ write_tsv() {
 # ---------------------------------------------------------------- cleanup
 SERVER_PID=""
 SERVER_PIDS=()
+SERVER_COMM=""
 SIPP_PID=""
 
 stop_server() {
@@ -178,9 +204,12 @@ stop_server() {
 		kill -0 "$SERVER_PID" 2>/dev/null || break
 		sleep 0.1
 	done
-	# whatever of ours is still there (a Kamailio child left behind, a hung rcsd)
+	# whatever of ours is still there (a Kamailio child left behind, a hung
+	# rcsd), checked by name so that a recycled PID is left alone
 	for p in "$SERVER_PID" "${SERVER_PIDS[@]}"; do
-		kill -KILL "$p" 2>/dev/null || true
+		if [[ $(cat "/proc/$p/comm" 2>/dev/null) == "$SERVER_COMM" ]]; then
+			kill -KILL "$p" 2>/dev/null || true
+		fi
 	done
 	wait "$SERVER_PID" 2>/dev/null || true
 	SERVER_PID=""
@@ -227,7 +256,7 @@ tree_pids() {
 # cpu_ticks PID...: utime+stime (clock ticks, all threads) summed over the PIDs.
 cpu_ticks() {
 	local p files=()
-	for p in "$@"; do [[ -r /proc/$p/stat ]] && files+=("/proc/$p/stat"); done
+	for p in "$@"; do if [[ -r /proc/$p/stat ]]; then files+=("/proc/$p/stat"); fi; done
 	((${#files[@]} > 0)) || { echo 0; return; }
 	# the fields after "pid (comm) ": $12 utime, $13 stime
 	awk '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }' "${files[@]}" 2>/dev/null || echo 0
@@ -238,6 +267,18 @@ busy_ticks() {
 	awk -v a="cpu$SERVER_CPU" -v b="cpu$CLIENT_CPU" '$1 == a || $1 == b {
 		for (i = 2; i <= NF; i++) if (i != 5 && i != 6) s += $i
 	} END { print s + 0 }' /proc/stat
+}
+
+# udp_drops: datagrams the kernel dropped for want of receive buffer space
+# (all UDP sockets of this network namespace, from /proc/net/snmp).
+udp_drops() {
+	awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] + 0 }' /proc/net/snmp
+}
+
+# sock_drops PORT: datagrams dropped by the UDP socket bound to PORT (ss skmem d…).
+sock_drops() {
+	ss -Huamn "sport = :$1" 2>/dev/null | grep -o 'skmem:([^)]*)' | grep -o ',d[0-9]*' | tr -d ',d' |
+		awk '{ s += $1 } END { print s + 0 }'
 }
 
 # mem_kb PID...: "rss_kb pss_kb hwm_kb" summed over the PIDs.
@@ -264,7 +305,7 @@ children_cpu_ms() {
 		printf "%d\n", t * 1000 }' "$WORK/times.out")
 }
 
-# wait_ready PORT: the server's UDP port is bound and it answers a SIP OPTIONS.
+# wait_ready PORT: the server's UDP port is bound and (preferably) it answers SIP OPTIONS.
 wait_ready() {
 	local port=$1 i rc
 	for ((i = 0; i < 150; i++)); do
@@ -277,7 +318,7 @@ wait_ready() {
 		sleep 0.5
 		return 0
 	fi
-	for ((i = 0; i < 10; i++)); do
+	for ((i = 0; i < 5; i++)); do
 		rc=0
 		timeout 3 sipsak -s "sip:probe@127.0.0.1:$port" >/dev/null 2>&1 || rc=$?
 		# 0: 200 received; 1: another final response; either means it answers
@@ -285,7 +326,8 @@ wait_ready() {
 		kill -0 "$SERVER_PID" 2>/dev/null || return 1
 		sleep 0.3
 	done
-	return 1
+	log "WARNING: udp 127.0.0.1:$port is bound but does not answer OPTIONS; running anyway"
+	return 0
 }
 
 # ---------------------------------------------------------------- workload
@@ -307,47 +349,58 @@ awk -v n="$USERS" -v realm="$REALM" -v pw="$PASSWORD" -v form="$IMPI_FORM" \
 	}
 }' >"$USERS_FILE"
 
-# rcsd's store is provisioned once, before any server runs, into SEED, and
+# provision_rcsd STORAGE LOGDIR [HTTP]: loads the subscribers into rcsd:
+# straight into a file store that no server holds, or through the admin API
+# (HTTP) of the server running on memory:.
+provision_rcsd() {
+	local storage=$1 logdir=$2 http=${3-} t0=$SECONDS
+	local -a target=(--storage "$storage")
+	[[ -z $http ]] || target+=(--http.listen "$http")
+	mkdir -p "$logdir"
+	if [[ -n $RCSD_PROVISION ]]; then
+		RCSD_BIN="$RCSD_BIN" RCSD_STORAGE="$storage" RCSD_HTTP="$http" BENCH_SUBSCRIBERS_CSV="$SUBS_CSV" \
+			BENCH_USERS_FILE="$USERS_FILE" BENCH_USERS_N="$USERS" \
+			bash -c "$RCSD_PROVISION" </dev/null >"$logdir/provision.log" 2>&1 ||
+			{ tail -20 "$logdir/provision.log" >&2; die "the rcsd provisioning command failed"; }
+	else
+		(cd "$logdir" && exec "$RCSD_BIN" subscriber import "$SUBS_CSV" "${target[@]}" \
+			--domain "$REALM" --log.level warn) </dev/null >"$logdir/provision.log" 2>&1 ||
+			{ tail -20 "$logdir/provision.log" >&2; die "rcsd subscriber import failed (see --rcsd-provision)"; }
+	fi
+	log "rcsd: $USERS subscribers provisioned into $storage${http:+ via http://$http} in $((SECONDS - t0)) s"
+}
+
+# A file store is provisioned once, before any server runs, into SEED, and
 # copied afresh for every run.
 SEED="$WORK/rcsd-seed"
-provision_rcsd() {
-	mkdir -p "$SEED"
-	local t0=$SECONDS
-	log "rcsd: provisioning $USERS subscribers into file:$SEED/data"
-	if [[ -n $RCSD_PROVISION ]]; then
-		RCSD_BIN="$RCSD_BIN" RCSD_STORAGE="file:$SEED/data" BENCH_SUBSCRIBERS_CSV="$SUBS_CSV" \
-			BENCH_USERS_FILE="$USERS_FILE" BENCH_USERS_N="$USERS" \
-			bash -c "$RCSD_PROVISION" >"$SEED/provision.log" 2>&1 ||
-			{ tail -20 "$SEED/provision.log" >&2; die "the rcsd provisioning command failed"; }
-	else
-		(cd "$SEED" && exec "$RCSD_BIN" subscriber import "$SUBS_CSV" \
-			--storage "file:$SEED/data" --domain "$REALM" --log.level warn) \
-			</dev/null >"$SEED/provision.log" 2>&1 ||
-			{ tail -20 "$SEED/provision.log" >&2; die "rcsd subscriber import failed (see --rcsd-provision)"; }
-	fi
-	[[ -e $SEED/data ]] || die "rcsd provisioning left no store at $SEED/data"
-	log "rcsd: provisioned in $((SECONDS - t0)) s"
-}
+RCSD_HTTP=""
 
 start_server() { # NAME RUNDIR PORT
 	local name=$1 dir=$2 port=$3 hport
 	case "$name" in
 	kamailio)
-		taskset -c "$SERVER_CPU" kamailio -DD -E -x "$KAM_MEM" -X "$KAM_MEM" -m "$KAM_SHM_MB" \
+		"${PRIO[@]}" taskset -c "$SERVER_CPU" kamailio -DD -E -x "$KAM_MEM" -X "$KAM_MEM" -m "$KAM_SHM_MB" \
 			-w "$dir" -f "$KAM_CFG" -A "PORT=$port" -A "BENCH_PASS=\"$PASSWORD\"" \
 			</dev/null >"$dir/server.log" 2>&1 &
 		SERVER_PID=$!
+		SERVER_COMM=kamailio
 		;;
 	rcsd)
-		rm -rf "$dir/data"
-		cp -a "$SEED/data" "$dir/data"
+		local storage="memory:"
+		if [[ $RCSD_STORAGE == file ]]; then
+			rm -rf "$dir/data"
+			cp -a "$SEED/data" "$dir/data"
+			storage="file:$dir/data"
+		fi
 		hport=$(pick_port t)
+		RCSD_HTTP="127.0.0.1:$hport"
 		# shellcheck disable=SC2086 # RCSD_ARGS is word-split on purpose
-		(cd "$dir" && exec env GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$RCSD_BIN" serve \
-			--storage "file:$dir/data" --sip.listen "udp://127.0.0.1:$port" \
+		(cd "$dir" && exec env GOMAXPROCS=1 "${PRIO[@]}" taskset -c "$SERVER_CPU" "$RCSD_BIN" serve \
+			--storage "$storage" --sip.listen "udp://127.0.0.1:$port" \
 			--http.listen "127.0.0.1:$hport" --log.level warn --domain "$REALM" \
 			--auth.digest_algorithms MD5 $RCSD_ARGS) </dev/null >"$dir/server.log" 2>&1 &
 		SERVER_PID=$!
+		SERVER_COMM=$(basename "$RCSD_BIN" | cut -c1-15)
 		;;
 	esac
 }
@@ -379,15 +432,21 @@ run_one() { # SERVER RATE REPEAT
 		stop_server
 		die "$server did not come up on udp 127.0.0.1:$port"
 	fi
+	if [[ $server == rcsd && $RCSD_STORAGE == memory ]]; then
+		provision_rcsd memory: "$dir" "$RCSD_HTTP"
+	fi
 	mapfile -t SERVER_PIDS < <(tree_pids "$SERVER_PID")
+	[[ $(cat "/proc/$SERVER_PID/comm" 2>/dev/null) == "$SERVER_COMM" ]] ||
+		die "$server: PID $SERVER_PID is not $SERVER_COMM"
 
-	local t0 t1 c0 c1 b0 b1
+	local t0 t1 c0 c1 b0 b1 d0 d1
 	t0=$(cpu_ticks "${SERVER_PIDS[@]}")
 	b0=$(busy_ticks)
+	d0=$(udp_drops)
 	children_cpu_ms; c0=$CHILD_MS
-	(cd "$dir" && exec timeout $((DURATION * 4 + 40)) taskset -c "$CLIENT_CPU" \
+	(cd "$dir" && exec timeout $((DURATION * 4 + 40)) "${PRIO[@]}" taskset -c "$CLIENT_CPU" \
 		sipp "127.0.0.1:$port" -sf register_bench.xml -inf "$USERS_FILE" \
-		-i 127.0.0.1 -p "$sport" -r "$rate" -rp 1000 -m "$calls" \
+		-i 127.0.0.1 -p "$sport" -buff_size 4194304 -r "$rate" -rp 1000 -m "$calls" \
 		-timeout "$((DURATION * 4 + 20))s" -recv_timeout "$RECV_TIMEOUT_MS" -nd \
 		-trace_stat -stf stat.csv -fd 1 -trace_rtt -rtt_freq 1000 \
 		-trace_err -error_file errors.log) </dev/null >"$dir/sipp.out" 2>"$dir/sipp.err" &
@@ -397,12 +456,14 @@ run_one() { # SERVER RATE REPEAT
 	SIPP_PID=""
 	children_cpu_ms; c1=$CHILD_MS
 	b1=$(busy_ticks)
+	d1=$(udp_drops)
 	# the server's processes again, in case it forked during the run
 	mapfile -t SERVER_PIDS < <({ printf '%s\n' "${SERVER_PIDS[@]}"; tree_pids "$SERVER_PID"; } | sort -un)
 	t1=$(cpu_ticks "${SERVER_PIDS[@]}")
-	local mem nprocs=0
+	local mem nprocs=0 sdrops
 	mem=$(mem_kb "${SERVER_PIDS[@]}")
-	for p in "${SERVER_PIDS[@]}"; do [[ -d /proc/$p ]] && nprocs=$((nprocs + 1)); done
+	sdrops=$(sock_drops "$port")
+	for p in "${SERVER_PIDS[@]}"; do if [[ -d /proc/$p ]]; then nprocs=$((nprocs + 1)); fi; done
 	kill -0 "$SERVER_PID" 2>/dev/null || log "$server: WARNING: the server died during the run (see $dir/server.log)"
 	stop_server
 
@@ -427,12 +488,10 @@ run_one() { # SERVER RATE REPEAT
 		}' "$dir/stat.csv" 2>/dev/null || echo "0 0 0 0")
 	read -r ok sfail retr elapsed <<<"$stats"
 
-	# Response times (ms) from the -trace_rtt file: rtd 3 the whole
-	# registration, 1 the challenge, 2 the authenticated REGISTER.
-	local rtt p50 p99 pmax p99c p99a
+	# Response times (ms) of the whole registration (rtd 1) from the -trace_rtt file.
+	local rtt p50 p99 pmax
 	rtt=$(find "$dir" -maxdepth 1 -name 'register_bench_*_rtt.csv' | head -1)
-	p50=$(pct "$rtt" 3 0.50); p99=$(pct "$rtt" 3 0.99); pmax=$(pct "$rtt" 3 1)
-	p99c=$(pct "$rtt" 1 0.99); p99a=$(pct "$rtt" 2 0.99)
+	p50=$(pct "$rtt" 1 0.50); p99=$(pct "$rtt" 1 0.99); pmax=$(pct "$rtt" 1 1)
 
 	local failed fail_pct cpu_us scpu rss pss hwm sippcpu other ach
 	failed=$((calls - ok))
@@ -449,7 +508,7 @@ run_one() { # SERVER RATE REPEAT
 	pss=$(awk -v k="$pss" 'BEGIN { printf "%.1f", k / 1024 }')
 	hwm=$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')
 
-	ROWS+=("$server:$rate:$rep	$DURATION	$calls	$ok	$failed	$fail_pct	$sfail	$retr	$elapsed	$ach	$p50	$p99	$pmax	$p99c	$p99a	$cpu_us	$scpu	$rss	$pss	$hwm	$nprocs	$sippcpu	$other	$USERS	$(date -Is)")
+	ROWS+=("$server:$rate:$rep	$DURATION	$calls	$ok	$failed	$fail_pct	$sfail	$retr	$sdrops	$((d1 - d0))	$elapsed	$ach	$p50	$p99	$pmax	$cpu_us	$scpu	$rss	$pss	$hwm	$nprocs	$sippcpu	$other	$USERS	$(date -Is)")
 
 	# Keep the repeat with the least CPU per registration: on a shared machine
 	# interference only ever adds CPU time (cache and core contention).
@@ -465,25 +524,28 @@ run_one() { # SERVER RATE REPEAT
 		R_P50[$key]=$p50 R_P99[$key]=$p99 R_CPU[$key]=$cpu_us R_RSS[$key]=$rss R_PSS[$key]=$pss
 		R_HWM[$key]=$hwm R_SCPU[$key]=$scpu R_SIPPCPU[$key]=$sippcpu R_OTHER[$key]=$other R_ACH[$key]=$ach
 	fi
-	log "$server @ $rate/s #$rep: ok $ok/$calls in ${elapsed} s, ${cpu_us} us CPU/reg (server ${scpu}%, sipp ${sippcpu}%, other ${other}%), p50/p99 ${p50}/${p99} ms, RSS ${rss} MB"
+	log "$server @ $rate/s #$rep: ok $ok/$calls in ${elapsed} s, $retr retransmissions, UDP drops $sdrops by the server/$((d1 - d0)) in all, ${cpu_us} us CPU/reg (server ${scpu}%, sipp ${sippcpu}%, other ${other}%), p50/p99 ${p50}/${p99} ms, RSS ${rss} MB"
 }
 
 # ---------------------------------------------------------------- main
 {
 	echo "REGISTER benchmark $(date -Is) on $(hostname), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "offered rates: $RATES /s, ${DURATION} s per run, $REPEAT run(s) each; server on CPU $SERVER_CPU, SIPp on CPU $CLIENT_CPU"
+	echo "offered rates: $RATES /s, ${DURATION} s per run, $REPEAT run(s) each; server on CPU $SERVER_CPU, SIPp on CPU $CLIENT_CPU, niceness $NICE"
 	echo "$USERS subscribers, password shared, digest username $([[ $IMPI_FORM == full ]] && echo "userNNNNNN@$REALM" || echo userNNNNNN)"
 	echo "sipp: $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -1)"
 	for s in "${RUN_SERVERS[@]}"; do
 		case "$s" in
 		kamailio) echo "kamailio: $(kamailio -v 2>/dev/null | head -1 | sed 's/^version: //;s/ *$//'), memory manager $KAM_MEM, $KAM_CFG" ;;
-		rcsd) echo "rcsd: $RCSD_BIN ($("$RCSD_BIN" version 2>/dev/null | head -1 || echo 'version unknown'))${RCSD_ARGS:+, extra args: $RCSD_ARGS}" ;;
+		rcsd) echo "rcsd: $RCSD_BIN ($("$RCSD_BIN" version 2>/dev/null | head -1 || echo 'version unknown')), storage $RCSD_STORAGE${RCSD_ARGS:+, extra args: $RCSD_ARGS}" ;;
 		esac
 	done
 } | tee "$REPORT" >&2
 
 for s in "${RUN_SERVERS[@]}"; do
-	if [[ $s == rcsd ]]; then provision_rcsd; fi
+	if [[ $s == rcsd && $RCSD_STORAGE == file ]]; then
+		provision_rcsd "file:$SEED/data" "$SEED"
+		[[ -e $SEED/data ]] || die "rcsd provisioning left no store at $SEED/data"
+	fi
 done
 
 for rate in "${RATE_LIST[@]}"; do
