@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -42,8 +43,8 @@ type Server struct {
 	ln            net.Listener
 }
 
-// New creates the endpoint.
-func New(store storage.Store, g prometheus.Gatherer, token, realm, domain string, log *zap.Logger) *Server {
+// New creates the endpoint; pprof adds Go's profiler under /debug/pprof/.
+func New(store storage.Store, g prometheus.Gatherer, token, realm, domain string, pprof bool, log *zap.Logger) *Server {
 	s := &Server{store: store, gatherer: g, token: token, realm: realm, domain: domain, log: log}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
@@ -53,6 +54,12 @@ func New(store storage.Store, g prometheus.Gatherer, token, realm, domain string
 	mux.HandleFunc("GET /admin/subscribers", s.guard(s.listSubscribers))
 	mux.HandleFunc("GET /admin/subscribers/{impi}", s.guard(s.showSubscriber))
 	mux.HandleFunc("DELETE /admin/subscribers/{impi}", s.guard(s.deleteSubscriber))
+	if pprof {
+		mux.HandleFunc("GET /debug/pprof/", s.guard(httppprof.Index))
+		mux.HandleFunc("GET /debug/pprof/profile", s.guard(httppprof.Profile))
+		mux.HandleFunc("GET /debug/pprof/symbol", s.guard(httppprof.Symbol))
+		mux.HandleFunc("GET /debug/pprof/trace", s.guard(httppprof.Trace))
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s
 }

@@ -64,6 +64,9 @@ type HTTP struct {
 	// AdminToken, when set, is required as a Bearer token by the admin API
 	// and lets it be reached from non-loopback addresses.
 	AdminToken string `yaml:"admin_token"`
+	// Pprof serves Go's profiler under /debug/pprof/ (same access rule
+	// as the admin API). Off by default.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures zap.

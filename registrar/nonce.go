@@ -6,7 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"hash/fnv"
+	"hash"
 	"sync"
 	"time"
 )
@@ -26,6 +26,8 @@ const nonceSlots = 1 << 18
 type Nonces struct {
 	key      []byte
 	lifetime time.Duration
+
+	macs sync.Pool // of keyed HMAC-SHA256 states: keying costs two hashes, reuse them
 
 	mu    sync.Mutex
 	seq   uint32
@@ -57,7 +59,9 @@ func NewNonces(secret string, lifetime time.Duration) *Nonces {
 	}
 	var seed [4]byte
 	_, _ = rand.Read(seed[:])
-	return &Nonces{key: key, lifetime: lifetime, seq: binary.BigEndian.Uint32(seed[:]), slots: make([]nonceSlot, nonceSlots)}
+	n := &Nonces{key: key, lifetime: lifetime, seq: binary.BigEndian.Uint32(seed[:]), slots: make([]nonceSlot, nonceSlots)}
+	n.macs.New = func() any { return hmac.New(sha256.New, n.key) }
+	return n
 }
 
 const nonceRawLen = 4 + 4 + 12
@@ -76,10 +80,12 @@ func (n *Nonces) Issue(now time.Time) string {
 }
 
 func (n *Nonces) mac(msg, out []byte) {
-	m := hmac.New(sha256.New, n.key)
+	m := n.macs.Get().(hash.Hash)
+	m.Reset()
 	m.Write(msg)
 	var sum [32]byte
 	copy(out, m.Sum(sum[:0]))
+	n.macs.Put(m)
 }
 
 // Check verifies a nonce's authenticity and age and returns its sequence.
@@ -119,9 +125,7 @@ const (
 // Use records nonce-count nc for nonce sequence seq (RFC 7616 §3.3: the
 // server must refuse a repeated nc).
 func (n *Nonces) Use(seq, nc uint32, branch string) UseResult {
-	h := fnv.New64a()
-	h.Write([]byte(branch))
-	bh := h.Sum64()
+	bh := fnv64a(branch)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := &n.slots[seq&(nonceSlots-1)]
@@ -140,4 +144,14 @@ func (n *Nonces) Use(seq, nc uint32, branch string) UseResult {
 	}
 	*s = nonceSlot{seq: seq, nc: nc, branch: bh}
 	return UseFresh
+}
+
+// fnv64a is FNV-1a over s, without hash/fnv's allocation.
+func fnv64a(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
 }

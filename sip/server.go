@@ -225,10 +225,11 @@ func (s *Server) listen(ctx context.Context, tp, addr string) error {
 	var bound string
 	switch tp {
 	case "udp":
-		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		lpc, err := lc.ListenPacket(ctx, "udp", addr)
 		if err != nil {
 			return err
 		}
+		pc := newRawUDPConn(lpc)
 		bound = pc.LocalAddr().String()
 		s.mu.Lock()
 		s.udp[bound] = pc

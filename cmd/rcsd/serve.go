@@ -140,7 +140,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	router.Handle("REGISTER", reg1.ServeSIP)
 	router.Handle("OPTIONS", optionsHandler(router))
 
-	httpSrv := admin.New(store, reg, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, log.Named("http"))
+	httpSrv := admin.New(store, reg, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, cfg.HTTP.Pprof, log.Named("http"))
 	if cfg.HTTP.Listen != "" {
 		if err := httpSrv.Start(cfg.HTTP.Listen); err != nil {
 			return err

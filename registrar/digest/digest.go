@@ -12,8 +12,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"strings"
+	"unsafe"
 )
 
 // Algorithm is a digest algorithm token as it appears on the wire.
@@ -44,17 +44,6 @@ func ParseAlgorithm(s string) (Algorithm, bool) {
 	return "", false
 }
 
-func (a Algorithm) newHash() hash.Hash {
-	switch a {
-	case SHA256:
-		return sha256.New()
-	case SHA512256:
-		return sha512.New512_256()
-	default:
-		return md5.New()
-	}
-}
-
 // HexLen is the length of a hex digest for the algorithm.
 func (a Algorithm) HexLen() int {
 	if a == MD5 {
@@ -65,16 +54,35 @@ func (a Algorithm) HexLen() int {
 
 // hashHex hashes the parts joined by ':' and returns lower-case hex.
 func (a Algorithm) hashHex(parts ...string) string {
-	h := a.newHash()
+	var out [128]byte
+	return string(a.appendHashHex(out[:0], parts...))
+}
+
+// appendHashHex appends hex(H(parts joined by ':')) to dst. The parts are
+// gathered in a stack buffer and hashed in one call, which keeps the
+// per-REGISTER digest check free of allocations in the common case.
+func (a Algorithm) appendHashHex(dst []byte, parts ...string) []byte {
+	var stack [512]byte
+	buf := stack[:0]
 	for i, p := range parts {
 		if i > 0 {
-			h.Write([]byte{':'})
+			buf = append(buf, ':')
 		}
-		h.Write([]byte(p))
+		buf = append(buf, p...)
 	}
-	var sum [64]byte
-	out := h.Sum(sum[:0])
-	return hex.EncodeToString(out)
+	var sum []byte
+	switch a {
+	case SHA256:
+		s := sha256.Sum256(buf)
+		sum = s[:]
+	case SHA512256:
+		s := sha512.Sum512_256(buf)
+		sum = s[:]
+	default:
+		s := md5.Sum(buf)
+		sum = s[:]
+	}
+	return hex.AppendEncode(dst, sum)
 }
 
 // HA1 = H(username:realm:password), what is stored instead of the password.
@@ -216,19 +224,41 @@ func unescape(s string) string {
 // method, given the stored HA1. qop "auth" (RFC 7616) and no qop (RFC 2069,
 // which the spec's own example uses) are supported; auth-int is not offered.
 func Response(a Algorithm, ha1, method string, c *Credentials) string {
-	ha2 := a.hashHex(method, c.URI)
+	var out [64]byte
+	return string(a.appendResponse(out[:0], ha1, method, c))
+}
+
+func (a Algorithm) appendResponse(dst []byte, ha1, method string, c *Credentials) []byte {
+	var ha2buf [64]byte
+	ha2 := a.appendHashHex(ha2buf[:0], method, c.URI)
 	if c.QOP == "" {
-		return a.hashHex(ha1, c.Nonce, ha2)
+		return a.appendHashHex(dst, ha1, c.Nonce, unsafeString(ha2))
 	}
-	return a.hashHex(ha1, c.Nonce, c.NC, c.CNonce, c.QOP, ha2)
+	return a.appendHashHex(dst, ha1, c.Nonce, c.NC, c.CNonce, c.QOP, unsafeString(ha2))
 }
 
 // Verify reports whether c.Response is the right answer, in constant time.
 func Verify(a Algorithm, ha1, method string, c *Credentials) bool {
-	want := Response(a, ha1, method, c)
-	got := strings.ToLower(c.Response)
-	return subtle.ConstantTimeCompare([]byte(want), []byte(got)) == 1
+	var out [64]byte
+	want := a.appendResponse(out[:0], ha1, method, c)
+	got := c.Response
+	if len(got) != len(want) {
+		return false
+	}
+	var lower [64]byte
+	for i := 0; i < len(got); i++ {
+		ch := got[i]
+		if 'A' <= ch && ch <= 'F' {
+			ch += 'a' - 'A'
+		}
+		lower[i] = ch
+	}
+	return subtle.ConstantTimeCompare(want, lower[:len(got)]) == 1
 }
+
+// unsafeString views b as a string without copying; b must not change
+// while the string is in use (here: within one hash computation).
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // Challenge is one WWW-Authenticate value.
 type Challenge struct {
