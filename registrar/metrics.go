@@ -6,6 +6,22 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	Registers    *prometheus.CounterVec
 	AuthFailures *prometheus.CounterVec
+
+	// resolved children: looking a label up hashes it on every call, and
+	// this runs twice per registration.
+	byResult map[string]prometheus.Counter
+}
+
+// results are the values of rcsd_register_total's result label.
+var results = []string{"ok", "challenge", "stale", "forbidden", "bad_request", "interval_too_brief",
+	"rate_limited", "query", "deregistered", "error"}
+
+func (m *Metrics) register(result string) {
+	if c, ok := m.byResult[result]; ok {
+		c.Inc()
+		return
+	}
+	m.Registers.WithLabelValues(result).Inc()
 }
 
 // NewMetrics registers the registrar's series on reg; count reports the
@@ -22,6 +38,10 @@ func NewMetrics(reg prometheus.Registerer, count func() float64) *Metrics {
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Registers, m.AuthFailures)
+	m.byResult = make(map[string]prometheus.Counter, len(results))
+	for _, r := range results {
+		m.byResult[r] = m.Registers.WithLabelValues(r)
+	}
 	if count != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "rcsd_registrations_active",

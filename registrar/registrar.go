@@ -78,7 +78,7 @@ var (
 func (r *Registrar) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Response {
 	now := r.now()
 	res, result := r.serve(ctx, req, now)
-	r.metrics.Registers.WithLabelValues(result).Inc()
+	r.metrics.register(result)
 	return res
 }
 

@@ -26,6 +26,7 @@ type Router struct {
 	log          *zap.Logger
 	latency      *prometheus.HistogramVec
 	rejected     *prometheus.CounterVec
+	observers    map[string]prometheus.Observer // latency by method, resolved once
 }
 
 // NewRouter creates a router; supported lists the option tags rcsd
@@ -47,11 +48,16 @@ func NewRouter(serverHeader string, supported []string, log *zap.Logger, reg pro
 		}, []string{"status"}),
 	}
 	reg.MustRegister(r.latency, r.rejected)
+	r.observers = map[string]prometheus.Observer{"other": r.latency.WithLabelValues("other")}
 	return r
 }
 
-// Handle registers h for method.
-func (r *Router) Handle(method string, h Handler) { r.handlers[method] = h }
+// Handle registers h for method. Handlers are registered before serving
+// starts.
+func (r *Router) Handle(method string, h Handler) {
+	r.handlers[method] = h
+	r.observers[method] = r.latency.WithLabelValues(method)
+}
 
 // Allow is the Allow header value: the methods with a handler.
 func (r *Router) Allow() string {
@@ -99,11 +105,11 @@ func (r *Router) Serve(ctx context.Context, req *siplib.Request) *siplib.Respons
 		res.AppendHeader(siplib.NewHeader("Content-Length", "0"))
 	}
 	elapsed := time.Since(start)
-	known := method
-	if _, ok := r.handlers[method]; !ok {
-		known = "other"
+	obs, ok := r.observers[method]
+	if !ok {
+		obs = r.observers["other"]
 	}
-	r.latency.WithLabelValues(known).Observe(elapsed.Seconds())
+	obs.Observe(elapsed.Seconds())
 	if ce := r.log.Check(zap.DebugLevel, "transaction"); ce != nil {
 		ce.Write(zap.String("method", method), zap.Int("status", res.StatusCode),
 			zap.String("source", req.Source()), zap.String("transport", req.Transport()),
