@@ -46,9 +46,13 @@ type SIP struct {
 	Listen    []string `yaml:"listen"`
 	Advertise string   `yaml:"advertise"`
 	// MaxMessageSize bounds a whole SIP message; larger ones get 513.
-	MaxMessageSize int    `yaml:"max_message_size"`
-	ServerHeader   string `yaml:"server_header"`
-	TLS            TLS    `yaml:"tls"`
+	MaxMessageSize int `yaml:"max_message_size"`
+	// UDPBuffer is the receive and send buffer of UDP listeners, so a
+	// burst (or a GC pause) does not overflow the socket. The kernel caps
+	// it at net.core.rmem_max / wmem_max.
+	UDPBuffer    int    `yaml:"udp_buffer"`
+	ServerHeader string `yaml:"server_header"`
+	TLS          TLS    `yaml:"tls"`
 }
 
 // TLS holds the certificate for tls:// and wss:// listeners. Empty paths
@@ -123,6 +127,7 @@ func Default() Config {
 		SIP: SIP{
 			Listen:         []string{"udp://127.0.0.1:5060", "tcp://127.0.0.1:5060", "tls://127.0.0.1:5061"},
 			MaxMessageSize: 65535,
+			UDPBuffer:      4 << 20,
 			ServerHeader:   "IM-serv/OMA1.0 rcsd/" + Version,
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:9090"},
@@ -337,6 +342,9 @@ func (c *Config) Validate() []string {
 	}
 	if c.SIP.MaxMessageSize < 1024 || c.SIP.MaxMessageSize > 1<<20 {
 		add("sip.max_message_size", "want 1024..1048576, got %d", c.SIP.MaxMessageSize)
+	}
+	if c.SIP.UDPBuffer < 0 || c.SIP.UDPBuffer > 1<<30 {
+		add("sip.udp_buffer", "want 0..1073741824 bytes (0: the system default), got %d", c.SIP.UDPBuffer)
 	}
 	if (c.SIP.TLS.CertFile == "") != (c.SIP.TLS.KeyFile == "") {
 		add("sip.tls", "cert_file and key_file go together")

@@ -22,6 +22,7 @@ import (
 type Config struct {
 	Listen         []string // transport://host:port
 	MaxMessageSize int
+	UDPBuffer      int // bytes; 0 keeps the system default
 	UserAgent      string
 	TLS            *tls.Config // for tls:// and wss://
 }
@@ -228,6 +229,14 @@ func (s *Server) listen(ctx context.Context, tp, addr string) error {
 		lpc, err := lc.ListenPacket(ctx, "udp", addr)
 		if err != nil {
 			return err
+		}
+		if uc, ok := lpc.(*net.UDPConn); ok && s.cfg.UDPBuffer > 0 {
+			if err := uc.SetReadBuffer(s.cfg.UDPBuffer); err != nil {
+				s.log.Warn("UDP receive buffer not set", zap.Int("bytes", s.cfg.UDPBuffer), zap.Error(err))
+			}
+			if err := uc.SetWriteBuffer(s.cfg.UDPBuffer); err != nil {
+				s.log.Warn("UDP send buffer not set", zap.Int("bytes", s.cfg.UDPBuffer), zap.Error(err))
+			}
 		}
 		pc := newRawUDPConn(lpc)
 		bound = pc.LocalAddr().String()

@@ -355,3 +355,20 @@ func TestWebSocketListener(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(string(data), "SIP/2.0 200 OK\r\n"), string(data))
 }
+
+// A message over the size limit on a connection closes it (there is no
+// message boundary to answer on), and the server keeps serving.
+func TestOversizedOnTCPClosesConnection(t *testing.T) {
+	s := startServer(t, 2048)
+	c, err := net.Dial("tcp", s.Addr("tcp"))
+	require.NoError(t, err)
+	defer c.Close()
+	msg := request("OPTIONS", "sip:rcs.local", "TCP", c.LocalAddr().String(), "X-Pad: "+strings.Repeat("x", 4000)+"\r\n")
+	_, _ = c.Write([]byte(msg))
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second)))
+	data, err := io.ReadAll(c)
+	assert.NoError(t, err, "closed by the server")
+	assert.NotContains(t, string(data), "200 OK")
+	got := udpExchange(t, s.Addr("udp"), request("OPTIONS", "sip:rcs.local", "UDP", "LOCAL", ""))
+	assert.True(t, strings.HasPrefix(got, "SIP/2.0 200 OK"), got)
+}
