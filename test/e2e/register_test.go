@@ -287,3 +287,21 @@ func httpGet(t *testing.T, url string) string {
 	require.NoError(t, err)
 	return string(b)
 }
+
+// A binding that is not refreshed expires and is purged by the timer.
+func TestBindingExpiresAndIsPurged(t *testing.T) {
+	p := rcsdproc.Start(t, "--registrar.min_expires", "1", "--registrar.purge_interval", "1s")
+	provision(t, p, "hank")
+	c := dial(t, "UDP", p)
+	res, _ := c.register(regReq{user: "hank", callID: "e2e-hank", cseq: 1})
+	ch := firstChallenge(t, res)
+	res, raw := c.register(regReq{user: "hank", callID: "e2e-hank", cseq: 2, auth: authorize(ch, "hank@rcs.local", "hank-pw", "00000001"),
+		contact: "<sip:hank@" + c.local() + ">;expires=2"})
+	require.Equal(t, 200, res.StatusCode, raw)
+	assert.Contains(t, raw, ";expires=2\r\n")
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort)
+	assert.Regexp(t, `(?m)^rcsd_registrations_active 1$`, httpGet(t, metrics))
+	require.Eventually(t, func() bool {
+		return regexp.MustCompile(`(?m)^rcsd_registrations_active 0$`).MatchString(httpGet(t, metrics))
+	}, 6*time.Second, 200*time.Millisecond, "expired binding purged")
+}
