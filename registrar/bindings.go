@@ -150,7 +150,7 @@ func (r *Registrar) bind(ctx context.Context, req *siplib.Request, aor string, s
 	res.AppendHeader(siplib.NewHeader("P-Associated-URI", associated(sub)))
 	res.AppendHeader(siplib.NewHeader("Accept-Resource-Priority", "wps.4"))
 	res.AppendHeader(siplib.NewHeader("Supported", "path"))
-	res.AppendHeader(siplib.NewHeader("Date", now.UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT")))
+	res.AppendHeader(siplib.NewHeader("Date", r.date(now)))
 	if len(contacts) == 0 && !wildcard {
 		return res, "query"
 	}
@@ -313,4 +313,20 @@ func hasOptionTag(req *siplib.Request, header, tag string) bool {
 		}
 	}
 	return false
+}
+
+// date formats the Date header, once per second rather than per response.
+func (r *Registrar) date(now time.Time) string {
+	sec := now.Unix()
+	if d := r.dateCache.Load(); d != nil && d.sec == sec {
+		return d.text
+	}
+	d := &cachedDate{sec: sec, text: now.UTC().Format("Mon, 02 Jan 2006 15:04:05 GMT")}
+	r.dateCache.Store(d)
+	return d.text
+}
+
+type cachedDate struct {
+	sec  int64
+	text string
 }

@@ -52,6 +52,7 @@ type Registrar struct {
 	now     func() time.Time
 
 	serviceRoute atomic.Pointer[string]
+	dateCache    atomic.Pointer[cachedDate]
 }
 
 // New creates a registrar.
@@ -105,7 +106,7 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 		res, result := r.reject(req, 416, "Unsupported URI Scheme", "bad_request", "To scheme "+to.Address.Scheme)
 		return res, result
 	}
-	aor, err := identity.Canonical(to.Address.String())
+	aor, err := aorOf(&to.Address)
 	if err != nil {
 		return r.reject(req, 400, "Invalid To header", "bad_request", err.Error())
 	}
@@ -239,3 +240,17 @@ func hostOf(addr string) string {
 // SetServiceRoute sets the Service-Route of 200 responses; it is known
 // only once the listeners are bound.
 func (r *Registrar) SetServiceRoute(v string) { r.serviceRoute.Store(&v) }
+
+// aorOf is identity.Canonical for a parsed URI, without printing the URI
+// first (this runs on every REGISTER).
+func aorOf(u *siplib.Uri) (string, error) {
+	if s := strings.ToLower(u.Scheme); (s == "sip" || s == "sips") && u.User != "" && u.Host != "" &&
+		u.Password == "" && !strings.ContainsAny(u.User, " \t<>\"") && !strings.ContainsAny(u.Host, " \t<>\"") {
+		host := u.Host
+		if u.Port != 0 {
+			host += ":" + strconv.Itoa(u.Port)
+		}
+		return "sip:" + u.User + "@" + strings.ToLower(host), nil
+	}
+	return identity.Canonical(u.String())
+}

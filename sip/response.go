@@ -6,7 +6,6 @@
 package sip
 
 import (
-	"hash/fnv"
 	"net"
 	"strconv"
 
@@ -102,19 +101,26 @@ func responseDestination(req *siplib.Request) string {
 }
 
 func statelessTag(req *siplib.Request) string {
-	h := fnv.New64a()
+	h := uint64(14695981039346656037) // FNV-1a
+	mix := func(s string) {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+	}
 	if c := req.CallID(); c != nil {
-		h.Write([]byte(*c))
+		mix(string(*c))
 	}
 	if f := req.From(); f != nil {
 		if t, ok := f.Params.Get("tag"); ok {
-			h.Write([]byte(t))
+			mix(t)
 		}
 	}
 	if c := req.CSeq(); c != nil {
-		h.Write([]byte(strconv.FormatUint(uint64(c.SeqNo), 10)))
+		h ^= uint64(c.SeqNo)
+		h *= 1099511628211
 	}
-	return strconv.FormatUint(h.Sum64(), 36)
+	return strconv.FormatUint(h, 36)
 }
 
 // LocalAddrKey is the context key under which the transport puts the local
