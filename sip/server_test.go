@@ -333,27 +333,38 @@ func mustUDPAddr(t *testing.T, s string) *net.UDPAddr {
 	return a
 }
 
-// WebSocket clients (RFC 7118) register like the others.
-func TestWebSocketListener(t *testing.T) {
+// WebSocket clients (RFC 7118) register like the others, over ws:// and
+// wss://.
+func TestWebSocketListeners(t *testing.T) {
 	core, _ := observer.New(zap.InfoLevel)
 	log := zap.New(core)
 	router := NewRouter("rcsd-test", []string{"path"}, log, prometheus.NewRegistry())
 	router.Handle("REGISTER", func(_ context.Context, req *siplib.Request) *siplib.Response {
 		return NewResponse(req, 200, "OK")
 	})
-	s, err := NewServer(Config{Listen: []string{"ws://127.0.0.1:0"}, MaxMessageSize: 65535, UserAgent: "t"}, router, log)
+	tlsCfg, _, err := LoadOrCreateCertificate("", "", "", []string{"127.0.0.1"})
+	require.NoError(t, err)
+	s, err := NewServer(Config{Listen: []string{"ws://127.0.0.1:0", "wss://127.0.0.1:0"}, MaxMessageSize: 65535, UserAgent: "t", TLS: tlsCfg}, router, log)
 	require.NoError(t, err)
 	require.NoError(t, s.Start(context.Background()))
 	defer s.Shutdown(context.Background())
 
-	conn, _, _, err := ws.Dialer{Protocols: []string{"sip"}}.Dial(context.Background(), "ws://"+s.Addr("ws"))
-	require.NoError(t, err)
-	defer conn.Close()
-	require.NoError(t, wsutil.WriteClientText(conn, []byte(request("REGISTER", "sip:rcs.local", "WS", "df7jal23ls0d.invalid", ""))))
-	require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
-	data, err := wsutil.ReadServerText(conn)
-	require.NoError(t, err)
-	assert.True(t, strings.HasPrefix(string(data), "SIP/2.0 200 OK\r\n"), string(data))
+	for _, scheme := range []string{"ws", "wss"} {
+		t.Run(scheme, func(t *testing.T) {
+			d := ws.Dialer{Protocols: []string{"sip"}, TLSConfig: &tls.Config{InsecureSkipVerify: true}}
+			conn, _, _, err := d.Dial(context.Background(), scheme+"://"+s.Addr(scheme))
+			require.NoError(t, err)
+			defer conn.Close()
+			// Several requests on one connection: refreshes use the same flow.
+			for i := 0; i < 3; i++ {
+				require.NoError(t, wsutil.WriteClientText(conn, []byte(request("REGISTER", "sip:rcs.local", strings.ToUpper(scheme), "df7jal23ls0d.invalid", ""))))
+				require.NoError(t, conn.SetReadDeadline(time.Now().Add(3*time.Second)))
+				data, err := wsutil.ReadServerText(conn)
+				require.NoError(t, err)
+				assert.True(t, strings.HasPrefix(string(data), "SIP/2.0 200 OK\r\n"), string(data))
+			}
+		})
+	}
 }
 
 // A message over the size limit on a connection closes it (there is no

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
 	"time"
 
+	siplib "github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
 	"go.uber.org/zap/zapcore"
 
 	"rcsd/admin"
@@ -71,6 +74,9 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck
+	// sipgo logs some connection events through its package default
+	// logger; route it into zap too (the process has one sipgo stack).
+	siplib.SetDefaultLogger(slog.New(zapslog.NewHandler(log.Named("sipgo").Core())))
 
 	store, err := backends.Open(ctx, cfg.Storage)
 	if err != nil {
