@@ -113,6 +113,7 @@ func TestRegisterDigestScenario(t *testing.T) {
 				defer cancel()
 				cmd := exec.CommandContext(ctx, sipp, "127.0.0.1:"+strconv.Itoa(port),
 					"-sf", scenario, "-t", tp.flag, "-m", "1", "-nostdin", "-timeout", "20s",
+					"-i", "127.0.0.1", "-p", strconv.Itoa(rcsdproc.FreePort(t)),
 					"-key", "user", u, "-key", "domain", "rcs.local", "-key", "imei", imei,
 					"-au", u+"@rcs.local", "-ap", u+"-secret",
 					"-trace_err", "-error_file", filepath.Join(dir, "errors.log"))
