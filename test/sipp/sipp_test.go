@@ -4,16 +4,9 @@ package sipp
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -35,22 +28,6 @@ func sippPath(t *testing.T) string {
 		t.Fatal("sipp not found: run `make test` (it installs sip-tester) or apt-get install sip-tester")
 	}
 	return p
-}
-
-// clientCert writes the cacert.pem/cakey.pem a TLS-enabled SIPp build
-// insists on loading even as a client.
-func clientCert(t *testing.T, dir string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sipp"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	require.NoError(t, err)
-	kd, err := x509.MarshalECPrivateKey(key)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "cacert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "cakey.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600))
 }
 
 // tlsBridge stands in for SIPp's TLS transport, which Debian builds
@@ -104,7 +81,6 @@ func TestRegisterDigestScenario(t *testing.T) {
 			imei := fmt.Sprintf("35209900-176148-%d%d", ti, ui)
 			t.Run(tp.name+"/"+u, func(t *testing.T) {
 				dir := t.TempDir()
-				clientCert(t, dir)
 				port := p.Port
 				if tp.name == "TLS" {
 					port = tlsBridge(t, fmt.Sprintf("127.0.0.1:%d", p.TLSPort))
