@@ -127,7 +127,7 @@ func (r *Registrar) bind(ctx context.Context, req *siplib.Request, aor string, s
 			"more than "+strconv.Itoa(r.opts.MaxContacts)+" contacts for "+aor)
 	case err != nil:
 		r.log.Error("binding update failed", zap.String("aor", aor), zap.Error(err))
-		res := rsip.NewResponse(req, 500, "Storage Unavailable")
+		res := rsip.NewResponse(req, 503, "Storage Unavailable")
 		res.AppendHeader(siplib.NewHeader("Retry-After", "5"))
 		return res, "error"
 	}

@@ -122,7 +122,7 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 		return r.reject(req, 400, "Malformed Authorization header", "bad_request", err.Error())
 	}
 	if creds == nil {
-		return r.challenge(ctx, req, now, "", false), "challenge"
+		return r.challenge(req, now, false), "challenge"
 	}
 	if wait, blocked := r.id.Blocked("id:"+creds.Username, now); blocked {
 		res, result := r.reject(req, 403, "Too Many Failed Authentications", "rate_limited", "identity blocked after repeated failures")
@@ -132,7 +132,7 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 	sub, err := r.lookup(ctx, creds.Username)
 	if err != nil {
 		r.log.Error("subscriber lookup failed", zap.Error(err))
-		res := rsip.NewResponse(req, 500, "Storage Unavailable")
+		res := rsip.NewResponse(req, 503, "Storage Unavailable")
 		res.AppendHeader(siplib.NewHeader("Retry-After", "5"))
 		return res, "error"
 	}
@@ -145,7 +145,7 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 	}
 	if scheme == nil {
 		// Answered with an algorithm we did not offer: challenge afresh.
-		return r.challenge(ctx, req, now, creds.Username, false), "challenge"
+		return r.challenge(req, now, false), "challenge"
 	}
 	branch := ""
 	if v := req.Via(); v != nil {
@@ -156,7 +156,7 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 	case VerdictStale:
 		r.metrics.AuthFailures.WithLabelValues("stale").Inc()
 		r.log.Debug("stale credentials", zap.String("reason", why), zap.String("user", creds.Username))
-		return r.challenge(ctx, req, now, creds.Username, true), "stale"
+		return r.challenge(req, now, true), "stale"
 	case VerdictFail:
 		r.metrics.AuthFailures.WithLabelValues("credentials").Inc()
 		r.src.Fail("src:"+srcIP, now)
@@ -214,7 +214,7 @@ func owns(sub *storage.Subscriber, aor string) bool {
 	return false
 }
 
-func (r *Registrar) challenge(_ context.Context, req *siplib.Request, now time.Time, user string, stale bool) *siplib.Response {
+func (r *Registrar) challenge(req *siplib.Request, now time.Time, stale bool) *siplib.Response {
 	res := rsip.NewResponse(req, 401, "Unauthorized")
 	// The challenge does not depend on whether the user exists (no
 	// enumeration): schemes are asked with a nil subscriber.

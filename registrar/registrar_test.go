@@ -453,3 +453,16 @@ func TestSpecFixtureRegister(t *testing.T) {
 	assert.Equal(t, "wps.4", res.GetHeader("Accept-Resource-Priority").Value())
 	assert.Contains(t, res.GetHeader("Contact").Value(), "<sip:user@10.201.66.64:3550>;expires=3600;+g.3gpp.icsi-ref=")
 }
+
+// A store that cannot answer gets 503 with Retry-After, never a 200 for a
+// binding that was not stored, nor a 403 that would blame the user.
+func TestStorageFailure(t *testing.T) {
+	h := newHarness(t)
+	r := reg{user: "bob@rcs.local", aor: "sip:bob@rcs.local", cseq: 1}
+	nonce := challenges(t, h.register(r, ""))["SHA-256"]["nonce"]
+	require.NoError(t, h.store.Close())
+	r.cseq = 2
+	res := h.register(r, answer(digest.SHA256, "bob@rcs.local", "bobpw", nonce, "00000001", "auth", "sip:rcs.local"))
+	assert.Equal(t, 503, res.StatusCode)
+	assert.Equal(t, "5", res.GetHeader("Retry-After").Value())
+}
