@@ -95,9 +95,8 @@ func NewServer(cfg Config, router *Router, log *zap.Logger) (*Server, error) {
 }
 
 // serveTx answers requests that came through sipgo's transaction layer
-// (TCP, TLS, WS, WSS, and UDP methods without a stateless handler). The
-// response is written statelessly; sipgo terminates the transaction when
-// the handler returns.
+// (TCP, TLS, WS, WSS). The response is written statelessly; sipgo
+// terminates the transaction when the handler returns.
 func (s *Server) serveTx(req *siplib.Request, tx siplib.ServerTransaction) {
 	s.inflight.Add(1)
 	defer s.inflight.Done()
@@ -113,9 +112,13 @@ func (s *Server) serveTx(req *siplib.Request, tx siplib.ServerTransaction) {
 
 // readFilter is the UDP fast path: a datagram holding a request is parsed
 // and answered right here on the read goroutine, statelessly, without
-// sipgo's per-request goroutine, server transaction and connection lookup
-// (a profile of the REGISTER benchmark put most of the CPU there). Other
+// sipgo's per-request goroutine, server transaction (kept ~32 s per UDP
+// request: memory grows with the request rate) and connection lookup. Other
 // datagrams (responses to rcsd's own requests) continue into sipgo.
+//
+// Every handler registered so far is stateless (Router.Handle); a method
+// that needs a server transaction (INVITE, or MESSAGE with store-and-forward)
+// must return data here so that sipgo's transaction layer takes it.
 func (s *Server) readFilter(info siplib.TransportReadProps, data []byte) ([]byte, error) {
 	if info.Transport != "UDP" {
 		return data, nil
