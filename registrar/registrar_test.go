@@ -452,6 +452,19 @@ func TestSpecFixtureRegister(t *testing.T) {
 	assert.Equal(t, "<sip:user@bj.ims.mnc000.mcc460.3gppnetwork.org>", res.GetHeader("P-Associated-URI").Value())
 	assert.Equal(t, "wps.4", res.GetHeader("Accept-Resource-Priority").Value())
 	assert.Contains(t, res.GetHeader("Contact").Value(), "<sip:user@10.201.66.64:3550>;expires=3600;+g.3gpp.icsi-ref=")
+
+	// Every header of the spec's 200 OK (fixture 14) is in ours, but Path
+	// (the spec's request came through a proxy that added one; fixture 12
+	// as captured has none) and Content-Length (added by the SIP layer).
+	okWire, err := os.ReadFile("testdata/14-register-digest-200-ok.txt")
+	require.NoError(t, err)
+	for _, line := range strings.Split(strings.ReplaceAll(string(okWire), "\r\n", "\n"), "\n")[1:] {
+		name, _, ok := strings.Cut(line, ":")
+		if !ok || name == "Path" || name == "Content-Length" {
+			continue
+		}
+		assert.NotNil(t, res.GetHeader(name), "spec 200 OK header %s missing", name)
+	}
 }
 
 // A store that cannot answer gets 503 with Retry-After, never a 200 for a
