@@ -24,7 +24,11 @@ type Config struct {
 	MaxMessageSize int
 	UDPBuffer      int // bytes; 0 keeps the system default
 	UserAgent      string
-	TLS            *tls.Config // for tls:// and wss://
+	// Advertise is the host[:port] put in the Via of requests rcsd sends
+	// when it sits behind NAT or a load balancer; empty: the socket's own
+	// address.
+	Advertise string
+	TLS       *tls.Config // for tls:// and wss://
 }
 
 // Server owns the listeners and the sipgo stack.
@@ -83,7 +87,18 @@ func NewServer(cfg Config, router *Router, log *zap.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip: server: %w", err)
 	}
-	s.client, err = sipgo.NewClient(ua, sipgo.WithClientLogger(slogger))
+	clientOpts := []sipgo.ClientOption{sipgo.WithClientLogger(slogger)}
+	if cfg.Advertise != "" {
+		host, port, err := net.SplitHostPort(cfg.Advertise)
+		if err != nil {
+			host, port = cfg.Advertise, ""
+		}
+		clientOpts = append(clientOpts, sipgo.WithClientHostname(host))
+		if p, err := strconv.Atoi(port); err == nil && p > 0 {
+			clientOpts = append(clientOpts, sipgo.WithClientPort(p))
+		}
+	}
+	s.client, err = sipgo.NewClient(ua, clientOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("sip: client: %w", err)
 	}

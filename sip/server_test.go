@@ -29,6 +29,11 @@ type testServer struct {
 
 func startServer(t *testing.T, maxSize int) *testServer {
 	t.Helper()
+	return startServerAdvertising(t, maxSize, "")
+}
+
+func startServerAdvertising(t *testing.T, maxSize int, advertise string) *testServer {
+	t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	log := zap.New(core)
 	router := NewRouter("rcsd-test", []string{"path"}, log, prometheus.NewRegistry())
@@ -42,7 +47,7 @@ func startServer(t *testing.T, maxSize int) *testServer {
 	require.NoError(t, err)
 	s, err := NewServer(Config{
 		Listen:         []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0", "tls://127.0.0.1:0"},
-		MaxMessageSize: maxSize, UserAgent: "rcsd-test", TLS: tlsCfg,
+		MaxMessageSize: maxSize, UserAgent: "rcsd-test", TLS: tlsCfg, Advertise: advertise,
 	}, router, log)
 	require.NoError(t, err)
 	require.NoError(t, s.Start(context.Background()))
@@ -186,7 +191,7 @@ func TestGarbageOnTCPAndBadTLS(t *testing.T) {
 func TestRequestReusesHandsetConnection(t *testing.T) {
 	for _, tp := range []string{"tcp", "tls"} {
 		t.Run(tp, func(t *testing.T) {
-			s := startServer(t, 65535)
+			s := startServerAdvertising(t, 65535, "sbc.rcs.example:5999")
 			var c net.Conn
 			var err error
 			if tp == "tls" {
@@ -228,7 +233,9 @@ func TestRequestReusesHandsetConnection(t *testing.T) {
 			res, err := s.Request(ctx, req, Flow{Transport: tp, Source: c.LocalAddr().String(), Contact: "sip:alice@192.0.2.1:5060"})
 			require.NoError(t, err)
 			assert.Equal(t, 200, res.StatusCode)
-			assert.True(t, strings.HasPrefix(<-got, "OPTIONS sip:alice@192.0.2.1:5060 SIP/2.0\r\n"))
+			msg := <-got
+			assert.True(t, strings.HasPrefix(msg, "OPTIONS sip:alice@192.0.2.1:5060 SIP/2.0\r\n"), msg)
+			assert.Regexp(t, `(?m)^Via: SIP/2.0/`+strings.ToUpper(tp)+` sbc\.rcs\.example:5999;branch=z9hG4bK`, msg, "sip.advertise in the Via")
 		})
 	}
 }

@@ -116,7 +116,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 
 	router := rsip.NewRouter(cfg.SIP.ServerHeader, []string{"path"}, log.Named("sip"), reg)
 	server, err := rsip.NewServer(rsip.Config{
-		Listen: cfg.SIP.Listen, MaxMessageSize: cfg.SIP.MaxMessageSize, UDPBuffer: cfg.SIP.UDPBuffer, UserAgent: cfg.SIP.ServerHeader, TLS: tlsCfg,
+		Listen: cfg.SIP.Listen, MaxMessageSize: cfg.SIP.MaxMessageSize, UDPBuffer: cfg.SIP.UDPBuffer, Advertise: cfg.SIP.Advertise, UserAgent: cfg.SIP.ServerHeader, TLS: tlsCfg,
 	}, router, log.Named("sip"))
 	if err != nil {
 		return err
