@@ -33,6 +33,7 @@ fuzz:
 	$(GO) test ./registrar/digest -run '^$$' -fuzz FuzzParseCredentials -fuzztime 20s
 	$(GO) test ./identity -run '^$$' -fuzz FuzzCanonical -fuzztime 20s
 	$(GO) test ./registrar -run '^$$' -fuzz FuzzRegister -fuzztime 20s
+	$(GO) test ./registrar/aka -run '^$$' -fuzz FuzzParseNonce -fuzztime 10s
 
 bench: bench-register
 
