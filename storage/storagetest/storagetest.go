@@ -231,10 +231,7 @@ func testSubscriberInvalid(t *testing.T, s storage.Store) {
 		t.Run(tc.name, func(t *testing.T) {
 			err := s.PutSubscribers(ctx, []storage.Subscriber{carol, tc.bad})
 			require.ErrorIs(t, err, storage.ErrInvalid)
-			_, err = s.SubscriberByIMPI(ctx, carol.IMPI)
-			require.ErrorIs(t, err, storage.ErrNotFound, "valid part of a failed batch was written")
-			_, err = s.SubscriberByIMPU(ctx, "sip:carol@example.net")
-			require.ErrorIs(t, err, storage.ErrNotFound, "IMPU index of a failed batch was written")
+			requireBatchNotWritten(t, s, carol.IMPI, "sip:carol@example.net")
 			requireSubscriber(t, s, alice)
 			requireCount(t, s, 1, 0)
 		})
@@ -268,10 +265,7 @@ func testSubscriberConflict(t *testing.T, s storage.Store) {
 		t.Run(tc.name, func(t *testing.T) {
 			err := s.PutSubscribers(ctx, tc.batch)
 			require.ErrorIs(t, err, storage.ErrConflict)
-			_, err = s.SubscriberByIMPI(ctx, carol.IMPI)
-			require.ErrorIs(t, err, storage.ErrNotFound, "valid part of a failed batch was written")
-			_, err = s.SubscriberByIMPU(ctx, "sip:carol@example.net")
-			require.ErrorIs(t, err, storage.ErrNotFound, "IMPU index of a failed batch was written")
+			requireBatchNotWritten(t, s, carol.IMPI, "sip:carol@example.net")
 			requireSubscriber(t, s, alice)
 			requireSubscriber(t, s, bob)
 			requireCount(t, s, 2, 0)
@@ -1196,4 +1190,14 @@ func normal(b storage.Binding) storage.Binding {
 		b.Path = nil
 	}
 	return b
+}
+
+// requireBatchNotWritten checks that no part of a refused batch reached the
+// store: neither the subscriber nor its IMPU index entry.
+func requireBatchNotWritten(t *testing.T, s storage.Store, impi, impu string) {
+	t.Helper()
+	_, err := s.SubscriberByIMPI(t.Context(), impi)
+	require.ErrorIs(t, err, storage.ErrNotFound, "valid part of a failed batch was written")
+	_, err = s.SubscriberByIMPU(t.Context(), impu)
+	require.ErrorIs(t, err, storage.ErrNotFound, "IMPU index of a failed batch was written")
 }
