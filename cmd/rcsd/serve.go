@@ -88,8 +88,8 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		}
 	}()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metricsRegistry := prometheus.NewRegistry()
+	metricsRegistry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	hosts := []string{"localhost", "127.0.0.1", "::1", cfg.Domain}
 	for _, l := range cfg.SIP.Listen {
@@ -114,7 +114,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		log.Info("generated a self-signed TLS certificate", zap.String("dir", dataDir(cfg.Storage)))
 	}
 
-	router := rsip.NewRouter(cfg.SIP.ServerHeader, []string{"path"}, log.Named("sip"), reg)
+	router := rsip.NewRouter(cfg.SIP.ServerHeader, []string{"path"}, log.Named("sip"), metricsRegistry)
 	server, err := rsip.NewServer(rsip.Config{
 		Listen: cfg.SIP.Listen, MaxMessageSize: cfg.SIP.MaxMessageSize, UDPBuffer: cfg.SIP.UDPBuffer, Advertise: cfg.SIP.Advertise, UserAgent: cfg.SIP.ServerHeader, TLS: tlsCfg,
 	}, router, log.Named("sip"))
@@ -133,7 +133,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}}
 	perSource := registrar.NewLimiter(cfg.Auth.MaxFailuresPerSource, cfg.Auth.FailureWindow, cfg.Auth.BlockFor)
 	perIdentity := registrar.NewLimiter(cfg.Auth.MaxFailuresPerIdentity, cfg.Auth.FailureWindow, cfg.Auth.BlockFor)
-	metrics := registrar.NewMetrics(reg, func() float64 {
+	metrics := registrar.NewMetrics(metricsRegistry, func() float64 {
 		c, _ := store.CountBindings(context.Background())
 		return float64(c)
 	})
@@ -142,11 +142,11 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		MinExpires: cfg.Reg.MinExpires, MaxExpires: cfg.Reg.MaxExpires, DefaultExpires: cfg.Reg.DefaultExpires,
 		MaxContacts: cfg.Reg.MaxContacts, PathRequiresSupport: cfg.Reg.PathRequiresSupport, Node: cfg.Node.ID,
 	}
-	reg1 := registrar.New(regOpts, store, schemes, perSource, perIdentity, log.Named("registrar"), metrics)
-	router.Handle("REGISTER", reg1.ServeSIP)
+	registrarHandler := registrar.New(regOpts, store, schemes, perSource, perIdentity, log.Named("registrar"), metrics)
+	router.Handle("REGISTER", registrarHandler.ServeSIP)
 	router.Handle("OPTIONS", optionsHandler(router))
 
-	httpSrv := admin.New(store, reg, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, cfg.HTTP.Pprof, log.Named("http"))
+	httpSrv := admin.New(store, metricsRegistry, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, cfg.HTTP.Pprof, log.Named("http"))
 	if cfg.HTTP.Listen != "" {
 		if err := httpSrv.Start(cfg.HTTP.Listen); err != nil {
 			return err
@@ -157,7 +157,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 	// Service-Route needs the bound address; set it before going ready.
-	reg1.SetServiceRoute("<sip:orig@" + advertised(&cfg, server.Listeners()) + ";lr>")
+	registrarHandler.SetServiceRoute("<sip:orig@" + advertised(&cfg, server.Listeners()) + ";lr>")
 	httpSrv.SetReady(true)
 	log.Info("rcsd ready", zap.String("version", config.Version), zap.String("domain", cfg.Domain),
 		zap.String("storage", cfg.Storage), zap.String("node", cfg.Node.ID))
