@@ -120,7 +120,16 @@ type SubscriberStore interface {
 	DeleteSubscriber(ctx context.Context, impi string) error
 	// CountSubscribers returns how many subscribers exist.
 	CountSubscribers(ctx context.Context) (int, error)
+	// NextSQN atomically advances the subscriber's IMS AKA sequence number
+	// and returns the new value, max(current, floor) + 1: floor is the
+	// handset's SQN after a re-synchronisation (TS 33.102 §6.3.5), else 0.
+	// Every challenge takes its own SQN. ErrNotFound when absent; ErrInvalid
+	// past the 48-bit range.
+	NextSQN(ctx context.Context, impi string, floor uint64) (uint64, error)
 }
+
+// SQNMax is the largest 48-bit AKA sequence number.
+const SQNMax = 1<<48 - 1
 
 // BindingStore holds registrations.
 type BindingStore interface {

@@ -344,6 +344,35 @@ func (s *Store) SubscriberByIMPI(ctx context.Context, impi string) (storage.Subs
 	return sub, nil
 }
 
+// NextSQN implements storage.SubscriberStore: one write transaction, so
+// concurrent challenges never share an SQN.
+func (s *Store) NextSQN(ctx context.Context, impi string, floor uint64) (uint64, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	var next uint64
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		var sub storage.Subscriber
+		if err := getSubscriber(tx, []byte(impi), &sub); err != nil {
+			return err
+		}
+		next = max(sub.SQN, floor) + 1
+		if next > storage.SQNMax {
+			return fmt.Errorf("SQN of %q past 48 bits: %w", impi, storage.ErrInvalid)
+		}
+		sub.SQN = next
+		v, err := json.Marshal(&sub)
+		if err != nil {
+			return fmt.Errorf("encoding subscriber %q: %w", impi, err)
+		}
+		return tx.Bucket(bucketSubscribers).Put([]byte(impi), v)
+	})
+	if err != nil {
+		return 0, dbErr("advancing SQN", err)
+	}
+	return next, nil
+}
+
 // SubscriberByIMPU implements storage.SubscriberStore.
 func (s *Store) SubscriberByIMPU(ctx context.Context, impu string) (storage.Subscriber, error) {
 	if err := s.ready(ctx); err != nil {

@@ -167,6 +167,26 @@ func mergeSorted(a, b []string) []string {
 }
 
 // SubscriberByIMPI implements storage.SubscriberStore.
+// NextSQN implements storage.SubscriberStore.
+func (s *Store) NextSQN(_ context.Context, impi string, floor uint64) (uint64, error) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if s.closed.Load() {
+		return 0, errClosed()
+	}
+	sub, ok := s.subs[impi]
+	if !ok {
+		return 0, fmt.Errorf("memory: subscriber %q: %w", impi, storage.ErrNotFound)
+	}
+	next := max(sub.SQN, floor) + 1
+	if next > storage.SQNMax {
+		return 0, fmt.Errorf("memory: SQN of %q past 48 bits: %w", impi, storage.ErrInvalid)
+	}
+	sub.SQN = next
+	s.subs[impi] = sub
+	return next, nil
+}
+
 func (s *Store) SubscriberByIMPI(_ context.Context, impi string) (storage.Subscriber, error) {
 	s.subMu.RLock()
 	defer s.subMu.RUnlock()

@@ -65,6 +65,8 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 			{"Delete", testDelete},
 			{"Count", testSubscriberCount},
 			{"NoAliasing", testSubscriberNoAliasing},
+			{"NextSQN", testNextSQN},
+			{"NextSQNConcurrent", testNextSQNConcurrent},
 		}},
 		{"Bindings", []test{
 			{"RoundTrip", testBindingRoundTrip},
@@ -1200,4 +1202,55 @@ func requireBatchNotWritten(t *testing.T, s storage.Store, impi, impu string) {
 	require.ErrorIs(t, err, storage.ErrNotFound, "valid part of a failed batch was written")
 	_, err = s.SubscriberByIMPU(t.Context(), impu)
 	require.ErrorIs(t, err, storage.ErrNotFound, "IMPU index of a failed batch was written")
+}
+
+func testNextSQN(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	sub := storage.Subscriber{IMPI: "usim@ims.example", IMPUs: []string{"sip:usim@ims.example"}, Realm: "ims.example",
+		K: make([]byte, 16), OPc: make([]byte, 16), AMF: []byte{0x80, 0}, SQN: 5}
+	require.NoError(t, s.PutSubscribers(ctx, []storage.Subscriber{sub}))
+	for _, step := range []struct{ floor, want uint64 }{{0, 6}, {0, 7}, {100, 101}, {50, 102}} {
+		got, err := s.NextSQN(ctx, sub.IMPI, step.floor)
+		require.NoError(t, err)
+		assert.Equal(t, step.want, got, "floor %d", step.floor)
+	}
+	stored, err := s.SubscriberByIMPI(ctx, sub.IMPI)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(102), stored.SQN, "the SQN is stored")
+	assert.Equal(t, sub.K, stored.K, "nothing else changes")
+
+	_, err = s.NextSQN(ctx, "nobody@ims.example", 0)
+	assert.ErrorIs(t, err, storage.ErrNotFound)
+	_, err = s.NextSQN(ctx, sub.IMPI, storage.SQNMax)
+	assert.ErrorIs(t, err, storage.ErrInvalid)
+}
+
+func testNextSQNConcurrent(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	sub := storage.Subscriber{IMPI: "usim@ims.example", IMPUs: []string{"sip:usim@ims.example"}, Realm: "ims.example",
+		K: make([]byte, 16), OPc: make([]byte, 16), AMF: []byte{0x80, 0}}
+	require.NoError(t, s.PutSubscribers(ctx, []storage.Subscriber{sub}))
+	const n = 50
+	got := make(chan uint64, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := s.NextSQN(ctx, sub.IMPI, 0)
+			assert.NoError(t, err)
+			got <- v
+		}()
+	}
+	wg.Wait()
+	close(got)
+	seen := map[uint64]bool{}
+	for v := range got {
+		assert.False(t, seen[v], "SQN %d handed out twice", v)
+		seen[v] = true
+	}
+	assert.Len(t, seen, n)
+	stored, err := s.SubscriberByIMPI(ctx, sub.IMPI)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(n), stored.SQN)
 }
