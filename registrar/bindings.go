@@ -148,8 +148,8 @@ func (r *Registrar) bind(ctx context.Context, req *siplib.Request, aor string, s
 		res.AppendHeader(siplib.NewHeader("Service-Route", sr))
 	}
 	res.AppendHeader(siplib.NewHeader("P-Associated-URI", associated(sub)))
-	res.AppendHeader(siplib.NewHeader("Accept-Resource-Priority", "wps.4"))
-	res.AppendHeader(siplib.NewHeader("Supported", "path"))
+	res.AppendHeader(acceptResourcePriority)
+	res.AppendHeader(supportedPath)
 	res.AppendHeader(siplib.NewHeader("Date", r.date(now)))
 	if len(contacts) == 0 && !wildcard {
 		return res, "query"
@@ -330,3 +330,9 @@ type cachedDate struct {
 	sec  int64
 	text string
 }
+
+// Constant headers of every 200, built once (responses only read them).
+var (
+	acceptResourcePriority = siplib.NewHeader("Accept-Resource-Priority", "wps.4")
+	supportedPath          = siplib.NewHeader("Supported", "path")
+)

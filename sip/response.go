@@ -31,8 +31,10 @@ func NewResponse(req *siplib.Request, code int, reason string) *siplib.Response 
 	if top := res.Via(); top != nil {
 		completeVia(top, req.Source())
 	}
+	// From, Call-ID and CSeq are copied unchanged and never modified, so
+	// the response shares the request's values instead of cloning them.
 	if h := req.From(); h != nil {
-		res.AppendHeader(siplib.HeaderClone(h))
+		res.AppendHeader(h)
 	}
 	if h := req.To(); h != nil {
 		to := siplib.HeaderClone(h).(*siplib.ToHeader)
@@ -45,10 +47,10 @@ func NewResponse(req *siplib.Request, code int, reason string) *siplib.Response 
 		res.AppendHeader(to)
 	}
 	if h := req.CallID(); h != nil {
-		res.AppendHeader(siplib.HeaderClone(h))
+		res.AppendHeader(h)
 	}
 	if h := req.CSeq(); h != nil {
-		res.AppendHeader(siplib.HeaderClone(h))
+		res.AppendHeader(h)
 	}
 	res.SetTransport(req.Transport())
 	res.SetDestination(responseDestination(req))

@@ -27,6 +27,10 @@ type Router struct {
 	latency      *prometheus.HistogramVec
 	rejected     *prometheus.CounterVec
 	observers    map[string]prometheus.Observer // latency by method, resolved once
+
+	// Headers every response carries, built once: responses only read
+	// them when serialised, so one immutable value serves them all.
+	serverHdr, zeroLength siplib.Header
 }
 
 // NewRouter creates a router; supported lists the option tags rcsd
@@ -49,6 +53,8 @@ func NewRouter(serverHeader string, supported []string, log *zap.Logger, reg pro
 	}
 	reg.MustRegister(r.latency, r.rejected)
 	r.observers = map[string]prometheus.Observer{"other": r.latency.WithLabelValues("other")}
+	r.serverHdr = siplib.NewHeader("Server", serverHeader)
+	r.zeroLength = siplib.NewHeader("Content-Length", "0")
 	return r
 }
 
@@ -94,7 +100,7 @@ func (r *Router) Serve(ctx context.Context, req *siplib.Request) *siplib.Respons
 		return nil
 	}
 	if r.serverHeader != "" && res.GetHeader("Server") == nil {
-		res.AppendHeader(siplib.NewHeader("Server", r.serverHeader))
+		res.AppendHeader(r.serverHdr)
 	}
 	if res.StatusCode == 405 || (req.Method == siplib.OPTIONS && res.StatusCode == 200) {
 		if res.GetHeader("Supported") == nil {
@@ -102,7 +108,7 @@ func (r *Router) Serve(ctx context.Context, req *siplib.Request) *siplib.Respons
 		}
 	}
 	if res.ContentLength() == nil {
-		res.AppendHeader(siplib.NewHeader("Content-Length", "0"))
+		res.AppendHeader(r.zeroLength)
 	}
 	elapsed := time.Since(start)
 	obs, ok := r.observers[method]
