@@ -29,7 +29,6 @@ package bolt
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -45,6 +44,7 @@ import (
 
 	"rcsd/storage"
 	"rcsd/storage/internal/check"
+	"rcsd/storage/internal/codec"
 	"rcsd/storage/memory"
 )
 
@@ -60,17 +60,22 @@ const (
 // ErrLocked means another process has the database open.
 var ErrLocked = errors.New("database is locked by another process")
 
-// schemaVersion is stored in the meta bucket, so that a future layout
-// change can recognise (and migrate or refuse) an old file.
-const schemaVersion = "1"
+// schemaVersion is stored in the meta bucket, so that a layout change can
+// recognise (and migrate or refuse) an old file. Version 1 stored values as
+// JSON; version 2 stores them in the binary encoding of
+// storage/internal/codec. A file of another version is refused.
+const schemaVersion = "2"
 
 var (
 	bucketMeta        = []byte("meta")
-	bucketSubscribers = []byte("subscribers") // IMPI -> JSON storage.Subscriber
+	bucketSubscribers = []byte("subscribers") // IMPI -> codec.AppendSubscriber
 	bucketIMPU        = []byte("impu")        // IMPU -> IMPI
-	bucketBindings    = []byte("bindings")    // AOR -> JSON []storage.Binding
+	bucketBindings    = []byte("bindings")    // AOR -> codec.AppendBindings
 	keySchema         = []byte("schema")
 )
+
+// maxFlushBuf is the largest flush buffer kept for the next flush.
+const maxFlushBuf = 1 << 20
 
 // Options tune a Store. The zero value is ready to use.
 type Options struct {
@@ -105,6 +110,7 @@ type Store struct {
 	// older snapshot of an AOR after a newer one.
 	flushMu  sync.Mutex
 	spare    map[string]struct{} // the other half of the dirty double buffer; under flushMu
+	flushBuf []byte              // encoding buffer of the flushes; under flushMu
 	flushErr atomic.Pointer[error]
 
 	stop      chan struct{}
@@ -177,7 +183,7 @@ func (s *Store) init() error {
 				return err
 			}
 		case string(v) != schemaVersion:
-			return fmt.Errorf("schema version %q, this rcsd reads version %s", v, schemaVersion)
+			return fmt.Errorf("database has schema version %q, but this rcsd reads only schema version %q; it cannot use the file", v, schemaVersion)
 		}
 		for _, name := range [][]byte{bucketSubscribers, bucketIMPU, bucketBindings} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -192,12 +198,14 @@ func (s *Store) init() error {
 	return s.db.View(func(tx *bbolt.Tx) error {
 		ctx := context.Background()
 		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
-			var bs []storage.Binding
-			if err := json.Unmarshal(v, &bs); err != nil {
+			// string(v) copies out of the memory map, which the
+			// decoded bindings' strings share.
+			bs, err := codec.DecodeBindings(string(v), nil)
+			if err != nil {
 				return fmt.Errorf("decoding bindings of %q: %w", k, err)
 			}
 			// The zero "now" hands fn nothing and keeps expired bindings.
-			_, err := s.mem.UpdateBindings(ctx, string(k), time.Time{}, func([]storage.Binding) ([]storage.Binding, error) {
+			_, err = s.mem.UpdateBindings(ctx, string(k), time.Time{}, func([]storage.Binding) ([]storage.Binding, error) {
 				return bs, nil
 			})
 			if err != nil {
@@ -230,12 +238,6 @@ func (s *Store) ready(ctx context.Context) error {
 // tightly (see there).
 const bulkBatch = 1000
 
-// impusOnly decodes just the IMPUs of a stored subscriber, which is all
-// replacing or deleting it needs.
-type impusOnly struct {
-	IMPUs []string `json:"impus"`
-}
-
 // PutSubscribers implements storage.SubscriberStore. The batch is one
 // transaction; bulk loads of 100 000 subscribers take well under a second.
 func (s *Store) PutSubscribers(ctx context.Context, subs []storage.Subscriber) error {
@@ -258,12 +260,18 @@ func (s *Store) PutSubscribers(ctx context.Context, subs []storage.Subscriber) e
 		nIMPU += len(subs[i].IMPUs)
 	}
 	index := make([]kv, 0, nIMPU)
+	// The values are carved out of 64 KiB chunks rather than allocated
+	// one by one. A Put value must stay unchanged until the transaction
+	// ends, and appending never changes bytes already appended (growing
+	// copies them to a new array and leaves the old one as it was).
+	var buf []byte
 	for i := range subs {
-		v, err := json.Marshal(&subs[i])
-		if err != nil {
-			return fmt.Errorf("bolt: encoding subscriber %q: %w", subs[i].IMPI, err)
+		if cap(buf)-len(buf) < 1024 {
+			buf = make([]byte, 0, 64<<10)
 		}
-		recs[i] = kv{[]byte(subs[i].IMPI), v}
+		start := len(buf)
+		buf = codec.AppendSubscriber(buf, &subs[i])
+		recs[i] = kv{[]byte(subs[i].IMPI), buf[start:len(buf):len(buf)]}
 		for _, u := range subs[i].IMPUs {
 			index = append(index, kv{[]byte(u), recs[i].k})
 		}
@@ -299,8 +307,8 @@ func (s *Store) PutSubscribers(ctx context.Context, subs []storage.Subscriber) e
 			if old == nil {
 				continue
 			}
-			var prev impusOnly
-			if err := json.Unmarshal(old, &prev); err != nil {
+			prev, err := codec.DecodeSubscriber(string(old))
+			if err != nil {
 				return fmt.Errorf("decoding subscriber %q: %w", r.k, err)
 			}
 			for _, u := range prev.IMPUs {
@@ -361,11 +369,7 @@ func (s *Store) NextSQN(ctx context.Context, impi string, floor uint64) (uint64,
 			return fmt.Errorf("SQN of %q past 48 bits: %w", impi, storage.ErrInvalid)
 		}
 		sub.SQN = next
-		v, err := json.Marshal(&sub)
-		if err != nil {
-			return fmt.Errorf("encoding subscriber %q: %w", impi, err)
-		}
-		return tx.Bucket(bucketSubscribers).Put([]byte(impi), v)
+		return tx.Bucket(bucketSubscribers).Put([]byte(impi), codec.AppendSubscriber(nil, &sub))
 	})
 	if err != nil {
 		return 0, dbErr("advancing SQN", err)
@@ -397,11 +401,13 @@ func getSubscriber(tx *bbolt.Tx, impi []byte, sub *storage.Subscriber) error {
 	if v == nil {
 		return fmt.Errorf("subscriber %q: %w", impi, storage.ErrNotFound)
 	}
-	// Unmarshal copies: nothing refers to bbolt's memory map after the
+	// string(v) copies: nothing refers to bbolt's memory map after the
 	// transaction.
-	if err := json.Unmarshal(v, sub); err != nil {
+	dec, err := codec.DecodeSubscriber(string(v))
+	if err != nil {
 		return fmt.Errorf("decoding subscriber %q: %w", impi, err)
 	}
+	*sub = dec
 	return nil
 }
 
@@ -421,8 +427,8 @@ func (s *Store) ListSubscribers(ctx context.Context, after string, limit int) ([
 			k, v = c.Next()
 		}
 		for ; k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-			var sub storage.Subscriber
-			if err := json.Unmarshal(v, &sub); err != nil {
+			sub, err := codec.DecodeSubscriber(string(v))
+			if err != nil {
 				return fmt.Errorf("decoding subscriber %q: %w", k, err)
 			}
 			out = append(out, sub)
@@ -447,8 +453,8 @@ func (s *Store) DeleteSubscriber(ctx context.Context, impi string) error {
 		if v == nil {
 			return fmt.Errorf("subscriber %q: %w", impi, storage.ErrNotFound)
 		}
-		var prev impusOnly
-		if err := json.Unmarshal(v, &prev); err != nil {
+		prev, err := codec.DecodeSubscriber(string(v))
+		if err != nil {
 			return fmt.Errorf("decoding subscriber %q: %w", impi, err)
 		}
 		for _, u := range prev.IMPUs {
@@ -573,27 +579,34 @@ func (s *Store) flush() error {
 
 	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketBindings)
+		// Memory holds the bindings in the file's encoding, so a flush
+		// copies them, every stored binding, expired ones included:
+		// the file mirrors memory. The copies share one growing buffer
+		// (see PutSubscribers).
+		buf := s.flushBuf[:0]
 		// Sorted AORs turn the writes into a sequential walk of the tree.
 		for _, aor := range slices.Sorted(maps.Keys(batch)) {
-			// The zero "now" yields every binding stored, expired
-			// ones included: the file mirrors memory.
-			bs, err := s.mem.Bindings(context.Background(), aor, time.Time{})
+			start := len(buf)
+			var ok bool
+			var err error
+			buf, ok, err = s.mem.AppendEncodedBindings(buf, aor)
 			if err != nil {
 				return err
 			}
-			if len(bs) == 0 {
+			if !ok {
 				if err := b.Delete([]byte(aor)); err != nil {
 					return err
 				}
 				continue
 			}
-			v, err := json.Marshal(bs)
-			if err != nil {
-				return fmt.Errorf("encoding bindings of %q: %w", aor, err)
-			}
-			if err := b.Put([]byte(aor), v); err != nil {
+			if err := b.Put([]byte(aor), buf[start:len(buf):len(buf)]); err != nil {
 				return err
 			}
+		}
+		// Reused by the next flush (under flushMu) unless it grew
+		// large, so that a burst does not pin its memory.
+		if cap(buf) <= maxFlushBuf {
+			s.flushBuf = buf[:0]
 		}
 		return nil
 	})

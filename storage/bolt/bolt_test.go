@@ -1,7 +1,6 @@
 package bolt
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"rcsd/storage"
+	"rcsd/storage/internal/codec"
 	"rcsd/storage/storagetest"
 )
 
@@ -54,17 +54,24 @@ func TestOpenLocked(t *testing.T) {
 }
 
 func TestOpenRejectsOtherSchema(t *testing.T) {
-	dir := t.TempDir()
-	s := open(t, dir, Options{})
-	require.NoError(t, s.Close())
-	db, err := bbolt.Open(filepath.Join(dir, FileName), 0o600, nil)
-	require.NoError(t, err)
-	require.NoError(t, db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("99")) }))
-	require.NoError(t, db.Close())
+	// "1" is the JSON layout of earlier builds; its values would not
+	// decode, so the file is refused rather than misread.
+	for _, version := range []string{"1", "99"} {
+		t.Run(version, func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, Options{})
+			require.NoError(t, s.Close())
+			db, err := bbolt.Open(filepath.Join(dir, FileName), 0o600, nil)
+			require.NoError(t, err)
+			require.NoError(t, db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte(version)) }))
+			require.NoError(t, db.Close())
 
-	_, err = Open(dir, Options{})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), `schema version "99"`)
+			_, err = Open(dir, Options{})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), fmt.Sprintf(`schema version %q`, version))
+			assert.Contains(t, err.Error(), `reads only schema version "2"`)
+		})
+	}
 }
 
 // storedBindings reads an AOR's bindings from the file, bypassing memory.
@@ -76,7 +83,9 @@ func storedBindings(t *testing.T, s *Store, aor string) []storage.Binding {
 		if v == nil {
 			return nil
 		}
-		return json.Unmarshal(v, &bs)
+		var err error
+		bs, err = codec.DecodeBindings(string(v), nil)
+		return err
 	}))
 	return bs
 }

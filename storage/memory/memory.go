@@ -6,16 +6,27 @@
 //   - Bindings are spread over shards, each with its own lock, so REGISTERs
 //     for different AORs do not serialise on one mutex and an expiry sweep
 //     holds up only one shard at a time.
-//   - Values are copied on the way in and out, so callers never alias the
-//     store's slices, but a copy of an AOR's bindings costs at most two
-//     allocations (the bindings, and one array shared by all their Path
-//     entries) and a subscriber copy at most two (IMPUs, and one array for
-//     its key material).
-//   - ExpireBindings scans (O(number of bindings)) instead of keeping an
+//   - Values are kept encoded (storage/internal/codec), one string per
+//     subscriber and one per AOR's bindings, instead of as structs. A
+//     string's bytes hold no pointers, so the garbage collector, which
+//     would otherwise trace every string and slice of every stored
+//     subscriber and binding on each cycle, sees one pointer per value.
+//     The indexes (IMPU -> IMPI, the sorted IMPIs, the map keys) are
+//     substrings of those encodings and cost no allocation of their own.
+//   - Values are decoded on the way out, so callers never alias anything
+//     the store could change. A decoded value's strings share the stored
+//     encoding, which is immutable (an update stores a new one), so an
+//     AOR's bindings cost two allocations (the bindings, and one array
+//     shared by all their Path entries) and a subscriber at most two
+//     (IMPUs, and one array for its key material).
+//   - The AKA sequence number is kept beside a subscriber's encoding, so
+//     NextSQN updates it in place.
+//   - Each AOR records its earliest expiry, so ExpireBindings scans the
+//     AORs (O(number of AORs)) without decoding them, instead of keeping an
 //     expiry index that every REGISTER would have to maintain; a scan that
 //     finds nothing expired takes only read locks and allocates nothing.
 //
-// Times are stored in UTC. UpdateBindings runs fn while the AOR's shard is
+// Times come back in UTC. UpdateBindings runs fn while the AOR's shard is
 // locked, so fn must not call back into the store.
 package memory
 
@@ -30,6 +41,7 @@ import (
 
 	"rcsd/storage"
 	"rcsd/storage/internal/check"
+	"rcsd/storage/internal/codec"
 )
 
 // shardCount is a power of two well above the core counts rcsd runs on, so
@@ -41,37 +53,56 @@ const shardCount = 64
 type Store struct {
 	closed atomic.Bool
 
-	subMu  sync.RWMutex
-	subs   map[string]storage.Subscriber // IMPI -> subscriber (owned copy)
-	byIMPU map[string]string             // IMPU -> IMPI
-	impis  []string                      // sorted IMPIs, for cursor pagination
+	subMu sync.RWMutex
+	// subs maps an IMPI to its subscriber. The key, the byIMPU entries and
+	// the impis entry of a subscriber are substrings of its encoding.
+	subs   map[string]subscriber
+	byIMPU map[string]string // IMPU -> IMPI
+	impis  []string          // sorted IMPIs, for cursor pagination
 
 	seed      maphash.Seed
 	nBindings atomic.Int64 // over all shards, so CountBindings takes no lock
 	shards    [shardCount]shard
 }
 
+// subscriber is a stored subscriber: its encoding, and its SQN, which
+// NextSQN advances without re-encoding (the encoded SQN is not used).
+type subscriber struct {
+	enc string
+	sqn uint64
+}
+
 type shard struct {
 	mu sync.RWMutex
-	// aors maps an AOR to its bindings in first-registered order. The
-	// slices are owned by the store and never handed out.
-	aors map[string][]storage.Binding
+	// aors maps an AOR to its bindings. Each key is a substring of its
+	// value's encoding.
+	aors map[string]aorBindings
 	// Pad each shard to its own cache line(s) so that locking one shard
 	// does not invalidate its neighbours in other cores' caches.
 	_ [64]byte
 }
+
+// aorBindings are the bindings of one AOR, in first-registered order.
+type aorBindings struct {
+	enc      string    // codec.AppendBindings encoding; never empty of bindings
+	earliest time.Time // the earliest Expires among them, in UTC
+	n        int       // how many there are
+}
+
+// expiredAt reports whether a binding of a is expired at now.
+func (a *aorBindings) expiredAt(now time.Time) bool { return !a.earliest.After(now) }
 
 var _ storage.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
 	s := &Store{
-		subs:   make(map[string]storage.Subscriber),
+		subs:   make(map[string]subscriber),
 		byIMPU: make(map[string]string),
 		seed:   maphash.MakeSeed(),
 	}
 	for i := range s.shards {
-		s.shards[i].aors = make(map[string][]storage.Binding)
+		s.shards[i].aors = make(map[string]aorBindings)
 	}
 	return s
 }
@@ -82,6 +113,31 @@ func (s *Store) shard(aor string) *shard {
 
 func errClosed() error { return fmt.Errorf("memory: %w", storage.ErrClosed) }
 
+// decodeSubscriber decodes a stored subscriber. The store wrote the
+// encoding itself, so a failure is a bug in the codec.
+func decodeSubscriber(e subscriber) storage.Subscriber {
+	sub, err := codec.DecodeSubscriber(e.enc)
+	if err != nil {
+		panic(fmt.Sprintf("memory: stored subscriber does not decode: %v", err))
+	}
+	sub.SQN = e.sqn
+	return sub
+}
+
+// decodeBindings decodes stored bindings, keeping those live at now when
+// liveOnly is set. Like decodeSubscriber it cannot fail but for a bug.
+func decodeBindings(enc string, now time.Time, liveOnly bool) []storage.Binding {
+	var keep func(*storage.Binding) bool
+	if liveOnly {
+		keep = func(b *storage.Binding) bool { return b.Expires.After(now) }
+	}
+	bs, err := codec.DecodeBindings(enc, keep)
+	if err != nil {
+		panic(fmt.Sprintf("memory: stored bindings do not decode: %v", err))
+	}
+	return bs
+}
+
 // PutSubscribers implements storage.SubscriberStore.
 func (s *Store) PutSubscribers(_ context.Context, subs []storage.Subscriber) error {
 	if len(subs) == 0 {
@@ -91,10 +147,16 @@ func (s *Store) PutSubscribers(_ context.Context, subs []storage.Subscriber) err
 	if err != nil {
 		return fmt.Errorf("memory: %w", err)
 	}
-	// Copy before locking: it is the bulk of the work for large batches.
-	copies := make([]storage.Subscriber, len(subs))
+	// Encode before locking: it is the bulk of the work for large
+	// batches. The decoded copies give the index its keys: substrings of
+	// the encodings.
+	encs := make([]subscriber, len(subs))
+	decoded := make([]storage.Subscriber, len(subs))
+	var buf []byte
 	for i := range subs {
-		copies[i] = cloneSubscriber(&subs[i])
+		buf = codec.AppendSubscriber(buf[:0], &subs[i])
+		encs[i] = subscriber{enc: string(buf), sqn: subs[i].SQN}
+		decoded[i] = decodeSubscriber(encs[i])
 	}
 
 	s.subMu.Lock()
@@ -117,25 +179,32 @@ func (s *Store) PutSubscribers(_ context.Context, subs []storage.Subscriber) err
 		}
 	}
 	// Release the old IMPUs of replaced subscribers before claiming new
-	// ones, so IMPUs can move between subscribers of one batch.
+	// ones, so IMPUs can move between subscribers of one batch. The old
+	// entries go entirely, keys included, so that nothing keeps an old
+	// encoding alive.
 	var added []string
-	for i := range copies {
-		old, ok := s.subs[copies[i].IMPI]
+	for i := range decoded {
+		impi := decoded[i].IMPI
+		old, ok := s.subs[impi]
 		if !ok {
-			added = append(added, copies[i].IMPI)
+			added = append(added, impi)
 			continue
 		}
-		for _, u := range old.IMPUs {
-			if s.byIMPU[u] == old.IMPI {
+		for _, u := range decodeSubscriber(old).IMPUs {
+			if s.byIMPU[u] == impi {
 				delete(s.byIMPU, u)
 			}
 		}
+		delete(s.subs, impi)
+		if k, found := slices.BinarySearch(s.impis, impi); found {
+			s.impis[k] = impi
+		}
 	}
-	for i := range copies {
-		c := copies[i]
-		s.subs[c.IMPI] = c
-		for _, u := range c.IMPUs {
-			s.byIMPU[u] = c.IMPI
+	for i := range decoded {
+		d := &decoded[i]
+		s.subs[d.IMPI] = encs[i]
+		for _, u := range d.IMPUs {
+			s.byIMPU[u] = d.IMPI
 		}
 	}
 	if len(added) > 0 {
@@ -166,7 +235,6 @@ func mergeSorted(a, b []string) []string {
 	return append(out, b[j:]...)
 }
 
-// SubscriberByIMPI implements storage.SubscriberStore.
 // NextSQN implements storage.SubscriberStore.
 func (s *Store) NextSQN(_ context.Context, impi string, floor uint64) (uint64, error) {
 	s.subMu.Lock()
@@ -178,41 +246,44 @@ func (s *Store) NextSQN(_ context.Context, impi string, floor uint64) (uint64, e
 	if !ok {
 		return 0, fmt.Errorf("memory: subscriber %q: %w", impi, storage.ErrNotFound)
 	}
-	next := max(sub.SQN, floor) + 1
+	next := max(sub.sqn, floor) + 1
 	if next > storage.SQNMax {
 		return 0, fmt.Errorf("memory: SQN of %q past 48 bits: %w", impi, storage.ErrInvalid)
 	}
-	sub.SQN = next
+	sub.sqn = next
 	s.subs[impi] = sub
 	return next, nil
 }
 
+// SubscriberByIMPI implements storage.SubscriberStore.
 func (s *Store) SubscriberByIMPI(_ context.Context, impi string) (storage.Subscriber, error) {
 	s.subMu.RLock()
-	defer s.subMu.RUnlock()
 	if s.closed.Load() {
+		s.subMu.RUnlock()
 		return storage.Subscriber{}, errClosed()
 	}
 	sub, ok := s.subs[impi]
+	s.subMu.RUnlock()
 	if !ok {
 		return storage.Subscriber{}, fmt.Errorf("memory: subscriber %q: %w", impi, storage.ErrNotFound)
 	}
-	return cloneSubscriber(&sub), nil
+	return decodeSubscriber(sub), nil
 }
 
 // SubscriberByIMPU implements storage.SubscriberStore.
 func (s *Store) SubscriberByIMPU(_ context.Context, impu string) (storage.Subscriber, error) {
 	s.subMu.RLock()
-	defer s.subMu.RUnlock()
 	if s.closed.Load() {
+		s.subMu.RUnlock()
 		return storage.Subscriber{}, errClosed()
 	}
 	impi, ok := s.byIMPU[impu]
+	sub := s.subs[impi]
+	s.subMu.RUnlock()
 	if !ok {
 		return storage.Subscriber{}, fmt.Errorf("memory: public identity %q: %w", impu, storage.ErrNotFound)
 	}
-	sub := s.subs[impi]
-	return cloneSubscriber(&sub), nil
+	return decodeSubscriber(sub), nil
 }
 
 // ListSubscribers implements storage.SubscriberStore. limit <= 0 means no
@@ -236,8 +307,7 @@ func (s *Store) ListSubscribers(_ context.Context, after string, limit int) ([]s
 	}
 	out := make([]storage.Subscriber, len(page))
 	for k, impi := range page {
-		sub := s.subs[impi]
-		out[k] = cloneSubscriber(&sub)
+		out[k] = decodeSubscriber(s.subs[impi])
 	}
 	return out, nil
 }
@@ -253,7 +323,7 @@ func (s *Store) DeleteSubscriber(_ context.Context, impi string) error {
 	if !ok {
 		return fmt.Errorf("memory: subscriber %q: %w", impi, storage.ErrNotFound)
 	}
-	for _, u := range sub.IMPUs {
+	for _, u := range decodeSubscriber(sub).IMPUs {
 		if s.byIMPU[u] == impi {
 			delete(s.byIMPU, u)
 		}
@@ -282,9 +352,31 @@ func (s *Store) Bindings(_ context.Context, aor string, now time.Time) ([]storag
 	}
 	sh := s.shard(aor)
 	sh.mu.RLock()
-	out := cloneBindings(sh.aors[aor], now, true)
+	a, ok := sh.aors[aor]
 	sh.mu.RUnlock()
-	return out, nil
+	if !ok {
+		return nil, nil
+	}
+	// Decoded outside the lock: the encoding is never modified.
+	return decodeBindings(a.enc, now, true), nil
+}
+
+// AppendEncodedBindings appends every stored binding of aor, expired ones
+// included, in the encoding of storage/internal/codec (AppendBindings) to
+// dst, and reports whether aor has any; it appends nothing when it has
+// none. It is for the bolt backend, which persists that encoding as is.
+func (s *Store) AppendEncodedBindings(dst []byte, aor string) ([]byte, bool, error) {
+	if s.closed.Load() {
+		return dst, false, errClosed()
+	}
+	sh := s.shard(aor)
+	sh.mu.RLock()
+	a, ok := sh.aors[aor]
+	sh.mu.RUnlock()
+	if !ok {
+		return dst, false, nil
+	}
+	return append(dst, a.enc...), true, nil
 }
 
 // UpdateBindings implements storage.BindingStore. fn runs with the AOR's
@@ -300,28 +392,51 @@ func (s *Store) UpdateBindings(_ context.Context, aor string, now time.Time, fn 
 	sh := s.shard(aor)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	old := sh.aors[aor]
-	next, err := fn(cloneBindings(old, now, true))
+	old, had := sh.aors[aor]
+	var cur []storage.Binding
+	if had {
+		cur = decodeBindings(old.enc, now, true)
+	}
+	next, err := fn(cur)
 	if err != nil {
 		return nil, err
 	}
 	if err := check.Bindings(aor, next); err != nil {
 		return nil, fmt.Errorf("memory: %w", err)
 	}
-	stored := cloneBindings(next, time.Time{}, false)
-	for i := range stored {
-		// UTC also drops the monotonic reading, which means nothing once
-		// stored and would make equal times compare unequal.
-		stored[i].Expires = stored[i].Expires.UTC()
-		stored[i].RegisteredAt = stored[i].RegisteredAt.UTC()
-	}
-	if len(stored) == 0 {
+	s.nBindings.Add(int64(len(next) - old.n))
+	if len(next) == 0 {
 		delete(sh.aors, aor)
-	} else {
-		sh.aors[aor] = stored
+		return nil, nil
 	}
-	s.nBindings.Add(int64(len(stored) - len(old)))
-	return cloneBindings(stored, time.Time{}, false), nil
+	a := encodeBindings(next)
+	sh.aors[a.key()] = a
+	return decodeBindings(a.enc, time.Time{}, false), nil
+}
+
+// key returns the AOR of a as a substring of its encoding, to key the shard
+// map with: assigning to an existing string key replaces the key too, so
+// the map does not keep a replaced encoding alive through its key.
+func (a *aorBindings) key() string {
+	aor, err := codec.FirstAOR(a.enc)
+	if err != nil {
+		panic(fmt.Sprintf("memory: stored bindings do not decode: %v", err))
+	}
+	return aor
+}
+
+// encodeBindings encodes a non-empty bindings list for storing.
+func encodeBindings(bs []storage.Binding) aorBindings {
+	var buf [1024]byte
+	a := aorBindings{enc: string(codec.AppendBindings(buf[:0], bs)), n: len(bs), earliest: bs[0].Expires}
+	for i := 1; i < len(bs); i++ {
+		if bs[i].Expires.Before(a.earliest) {
+			a.earliest = bs[i].Expires
+		}
+	}
+	// UTC also drops the monotonic reading and the zone pointer.
+	a.earliest = a.earliest.UTC()
+	return a
 }
 
 // ExpireBindings implements storage.BindingStore. Expired bindings are
@@ -353,24 +468,27 @@ func (s *Store) ExpireBindings(_ context.Context, now time.Time, limit int) ([]s
 	return out, nil
 }
 
-func shardHasExpired(aors map[string][]storage.Binding, now time.Time) bool {
-	for _, bs := range aors {
-		for i := range bs {
-			if !bs[i].Expires.After(now) {
-				return true
-			}
+func shardHasExpired(aors map[string]aorBindings, now time.Time) bool {
+	for _, a := range aors {
+		if a.expiredAt(now) {
+			return true
 		}
 	}
 	return false
 }
 
 // expire moves the shard's bindings expired at now to out, up to limit in
-// total. Removed bindings are handed out without copying: nothing in the
-// store refers to them any more, and each Path is capped to its own
-// segment of the shared array, so the caller cannot reach a live binding
-// through it.
+// total. The removed bindings' strings share the replaced encoding, which
+// nothing in the store refers to any more.
 func (sh *shard) expire(out []storage.Binding, now time.Time, limit int) []storage.Binding {
-	for aor, bs := range sh.aors {
+	for aor, a := range sh.aors {
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+		if !a.expiredAt(now) {
+			continue
+		}
+		bs := decodeBindings(a.enc, time.Time{}, false)
 		kept := 0
 		for j := range bs {
 			if (limit <= 0 || len(out) < limit) && !bs[j].Expires.After(now) {
@@ -380,18 +498,13 @@ func (sh *shard) expire(out []storage.Binding, now time.Time, limit int) []stora
 			bs[kept] = bs[j] // kept <= j: bs[kept] has been looked at already
 			kept++
 		}
-		if kept == len(bs) {
-			continue
-		}
-		clear(bs[kept:]) // drop references so removed bindings can be collected
 		if kept == 0 {
 			delete(sh.aors, aor)
-		} else {
-			sh.aors[aor] = bs[:kept]
+			continue
 		}
-		if limit > 0 && len(out) >= limit {
-			break
-		}
+		// Assigning to the key being visited is allowed during range.
+		rest := encodeBindings(bs[:kept])
+		sh.aors[rest.key()] = rest
 	}
 	return out
 }
@@ -417,74 +530,4 @@ func (s *Store) Ping(context.Context) error {
 func (s *Store) Close() error {
 	s.closed.Store(true)
 	return nil
-}
-
-// cloneSubscriber deep-copies sub. Empty slices come back nil, as they do
-// from a backend that serialises with omitempty, so all backends agree.
-func cloneSubscriber(sub *storage.Subscriber) storage.Subscriber {
-	c := *sub
-	c.IMPUs = nil
-	if len(sub.IMPUs) > 0 {
-		c.IMPUs = slices.Clone(sub.IMPUs)
-	}
-	n := len(sub.K) + len(sub.OP) + len(sub.OPc) + len(sub.AMF)
-	if n == 0 {
-		c.K, c.OP, c.OPc, c.AMF = nil, nil, nil, nil
-		return c
-	}
-	buf := make([]byte, 0, n)
-	c.K, buf = carve(buf, sub.K)
-	c.OP, buf = carve(buf, sub.OP)
-	c.OPc, buf = carve(buf, sub.OPc)
-	c.AMF, _ = carve(buf, sub.AMF)
-	return c
-}
-
-// carve appends b to buf and returns the appended segment capped at its
-// length, so appending to it reallocates instead of overwriting the next
-// segment. buf must have capacity for b.
-func carve(buf, b []byte) (seg, rest []byte) {
-	if len(b) == 0 {
-		return nil, buf
-	}
-	start := len(buf)
-	buf = append(buf, b...)
-	return buf[start:len(buf):len(buf)], buf
-}
-
-// cloneBindings deep-copies src, leaving out bindings expired at now when
-// liveOnly is set. It returns nil when nothing is left, and otherwise
-// allocates once for the bindings and once for all their Path entries.
-func cloneBindings(src []storage.Binding, now time.Time, liveOnly bool) []storage.Binding {
-	n, paths := 0, 0
-	for i := range src {
-		if liveOnly && !src[i].Expires.After(now) {
-			continue
-		}
-		n++
-		paths += len(src[i].Path)
-	}
-	if n == 0 {
-		return nil
-	}
-	out := make([]storage.Binding, 0, n)
-	var arena []string
-	if paths > 0 {
-		arena = make([]string, paths)
-	}
-	for i := range src {
-		if liveOnly && !src[i].Expires.After(now) {
-			continue
-		}
-		b := src[i]
-		if len(b.Path) > 0 {
-			k := copy(arena, b.Path)
-			b.Path = arena[:k:k]
-			arena = arena[k:]
-		} else {
-			b.Path = nil
-		}
-		out = append(out, b)
-	}
-	return out
 }
