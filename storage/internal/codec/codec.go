@@ -43,10 +43,7 @@ var ErrCorrupt = errors.New("codec: corrupt encoding")
 func AppendSubscriber(dst []byte, sub *storage.Subscriber) []byte {
 	dst = append(dst, SubscriberFormat)
 	dst = appendString(dst, sub.IMPI)
-	dst = binary.AppendUvarint(dst, uint64(len(sub.IMPUs)))
-	for _, u := range sub.IMPUs {
-		dst = appendString(dst, u)
-	}
+	dst = appendStrings(dst, sub.IMPUs)
 	dst = appendString(dst, sub.Realm)
 	dst = appendString(dst, sub.HA1MD5)
 	dst = appendString(dst, sub.HA1SHA256)
@@ -131,10 +128,7 @@ func AppendBindings(dst []byte, bs []storage.Binding) []byte {
 		dst = appendString(dst, b.CallID)
 		dst = binary.AppendUvarint(dst, uint64(b.CSeq))
 		dst = appendTime(dst, b.Expires)
-		dst = binary.AppendUvarint(dst, uint64(len(b.Path)))
-		for _, p := range b.Path {
-			dst = appendString(dst, p)
-		}
+		dst = appendStrings(dst, b.Path)
 		dst = appendString(dst, b.UserAgent)
 		dst = appendString(dst, b.IMPI)
 		dst = appendString(dst, b.Transport)
@@ -233,6 +227,15 @@ func FirstAOR(data string) (string, error) {
 	}
 	aor := d.string()
 	return aor, d.err
+}
+
+// appendStrings appends a count and then each string.
+func appendStrings(dst []byte, ss []string) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(ss)))
+	for _, v := range ss {
+		dst = appendString(dst, v)
+	}
+	return dst
 }
 
 func appendString(dst []byte, s string) []byte {
