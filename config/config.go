@@ -4,6 +4,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +23,9 @@ import (
 // Config is the whole configuration. Field tags give the dotted key
 // (yaml path) used by files, flags and environment variables.
 type Config struct {
-	// Mode is standalone (rcsd is the handsets' registrar); ims-as arrives
-	// with the IMS issue.
+	// Mode is standalone (rcsd is the handsets' registrar and authenticates
+	// them) or ims-as (rcsd is an application server behind an operator's
+	// S-CSCF, trusting only the core's requests).
 	Mode    string `yaml:"mode"`
 	Domain  string `yaml:"domain"`
 	Storage string `yaml:"storage"`
@@ -33,7 +35,40 @@ type Config struct {
 	Log     Log    `yaml:"log"`
 	Auth    Auth   `yaml:"auth"`
 	Reg     Reg    `yaml:"registrar"`
+	IMS     IMS    `yaml:"ims"`
 	Limits  Limits `yaml:"limits"`
+}
+
+// Modes.
+const (
+	ModeStandalone = "standalone"
+	ModeIMSAS      = "ims-as"
+)
+
+// IMS configures the ims-as mode.
+type IMS struct {
+	// TrustedPeers are the IMS core's addresses (CIDRs or single IPs) and,
+	// over TLS, the DNS names its certificates carry (verified against
+	// TLSCAFile). Requests from anywhere else get 403.
+	TrustedPeers []string `yaml:"trusted_peers"`
+	// TLSCAFile verifies the certificates TLS peers present, for the names
+	// in TrustedPeers. Empty: the system pool.
+	TLSCAFile string `yaml:"tls_ca_file"`
+	// SCSCF is the route (a SIP URI) requests rcsd originates toward users
+	// take: Request-URI = the user's public identity, Route = this.
+	SCSCF string `yaml:"scscf"`
+}
+
+// AKA configures IMS AKA (RFC 3310).
+type AKA struct {
+	// Algorithm is the challenge's token: AKAv1-SHA256 (the spec) or
+	// AKAv1-MD5 (RFC 3310). Answers with either are accepted.
+	Algorithm string `yaml:"algorithm"`
+	// SendIKCK adds ik/ck to the challenge, for a P-CSCF in front of rcsd
+	// that sets up IPsec with them (TS 33.203); never toward handsets.
+	SendIKCK bool `yaml:"send_ik_ck"`
+	// AMF (4 hex digits) of vectors for subscribers provisioned without one.
+	AMF string `yaml:"amf"`
 }
 
 // Node identifies this process among several sharing one store.
@@ -83,6 +118,7 @@ type Log struct {
 type Auth struct {
 	Realm            string        `yaml:"realm"`
 	Schemes          []string      `yaml:"schemes"`
+	AKA              AKA           `yaml:"aka"`
 	DigestAlgorithms []string      `yaml:"digest_algorithms"`
 	AllowNoQop       bool          `yaml:"allow_no_qop"`
 	NonceLifetime    time.Duration `yaml:"nonce_lifetime"`
@@ -133,7 +169,8 @@ func Default() Config {
 		HTTP: HTTP{Listen: "127.0.0.1:9090"},
 		Log:  Log{Level: "info", Format: "console"},
 		Auth: Auth{
-			Schemes:                []string{"digest"},
+			Schemes:                []string{"digest", "aka"},
+			AKA:                    AKA{Algorithm: "AKAv1-SHA256", AMF: "8000"},
 			DigestAlgorithms:       []string{"SHA-256", "MD5"},
 			AllowNoQop:             true,
 			NonceLifetime:          300 * time.Second,
@@ -150,6 +187,7 @@ func Default() Config {
 			PurgeInterval:       10 * time.Second,
 			PathRequiresSupport: true,
 		},
+		IMS:    IMS{TrustedPeers: []string{}},
 		Limits: Limits{ShutdownTimeout: 10 * time.Second},
 	}
 }
@@ -317,8 +355,25 @@ func Set(cfg *Config, key, val string) error {
 func (c *Config) Validate() []string {
 	var p []string
 	add := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
-	if c.Mode != "standalone" {
-		add("mode", "%q is not supported (standalone)", c.Mode)
+	switch c.Mode {
+	case ModeStandalone:
+	case ModeIMSAS:
+		if len(c.IMS.TrustedPeers) == 0 {
+			add("ims.trusted_peers", "ims-as mode needs the IMS core's addresses")
+		}
+		if c.IMS.SCSCF == "" {
+			add("ims.scscf", "ims-as mode needs the S-CSCF route (sip:scscf.example.net;lr)")
+		}
+	default:
+		add("mode", "%q is not supported (standalone, ims-as)", c.Mode)
+	}
+	for _, p := range c.IMS.TrustedPeers {
+		if _, err := ParsePeer(p); err != nil {
+			add("ims.trusted_peers", "%v", err)
+		}
+	}
+	if c.IMS.SCSCF != "" && !strings.HasPrefix(c.IMS.SCSCF, "sip:") && !strings.HasPrefix(c.IMS.SCSCF, "sips:") {
+		add("ims.scscf", "want a SIP URI such as sip:scscf.example.net:5060;lr, got %q", c.IMS.SCSCF)
 	}
 	if c.Domain == "" || strings.ContainsAny(c.Domain, " @:;<>") {
 		add("domain", "want a host name such as rcs.local, got %q", c.Domain)
@@ -368,9 +423,17 @@ func (c *Config) Validate() []string {
 		add("auth.schemes", "at least one scheme is needed")
 	}
 	for _, s := range c.Auth.Schemes {
-		if s != "digest" {
-			add("auth.schemes", "%q is not supported (digest)", s)
+		if s != "digest" && s != "aka" {
+			add("auth.schemes", "%q is not supported (digest, aka)", s)
 		}
+	}
+	switch strings.ToUpper(c.Auth.AKA.Algorithm) {
+	case "AKAV1-SHA256", "AKAV1-SHA-256", "AKAV1-MD5":
+	default:
+		add("auth.aka.algorithm", "want AKAv1-SHA256 or AKAv1-MD5, got %q", c.Auth.AKA.Algorithm)
+	}
+	if b, err := hex.DecodeString(c.Auth.AKA.AMF); err != nil || len(b) != 2 {
+		add("auth.aka.amf", "want 4 hex digits, got %q", c.Auth.AKA.AMF)
 	}
 	if len(c.Auth.DigestAlgorithms) == 0 {
 		add("auth.digest_algorithms", "at least one algorithm is needed")
@@ -424,4 +487,28 @@ func ParseListen(s string) (transport, addr string, err error) {
 		return "", "", fmt.Errorf("want host:port in %q", s)
 	}
 	return u.Scheme, u.Host, nil
+}
+
+// Peer is one ims.trusted_peers entry: a network, or a TLS peer name.
+type Peer struct {
+	Net  *net.IPNet
+	Name string
+}
+
+// ParsePeer parses a CIDR, an IP address or a DNS name.
+func ParsePeer(s string) (Peer, error) {
+	if _, n, err := net.ParseCIDR(s); err == nil {
+		return Peer{Net: n}, nil
+	}
+	if ip := net.ParseIP(s); ip != nil {
+		bits := 8 * len(ip.To16())
+		if ip.To4() != nil {
+			ip, bits = ip.To4(), 32
+		}
+		return Peer{Net: &net.IPNet{IP: ip, Mask: net.CIDRMask(bits, bits)}}, nil
+	}
+	if s == "" || strings.ContainsAny(s, " /:@;<>") {
+		return Peer{}, fmt.Errorf("want a CIDR, an IP address or a TLS peer name, got %q", s)
+	}
+	return Peer{Name: strings.ToLower(s)}, nil
 }

@@ -1,6 +1,7 @@
 package registrar
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"time"
@@ -14,28 +15,34 @@ type Verdict int
 
 // Verdicts.
 const (
-	VerdictOK    Verdict = iota
-	VerdictStale         // the answer was right but the nonce is no longer good: challenge again with stale=true
-	VerdictFail          // wrong answer, unknown user, or a scheme rule broken
+	VerdictOK     Verdict = iota
+	VerdictStale          // the answer was right but the nonce is no longer good: challenge again with stale=true
+	VerdictFail           // wrong answer, unknown user, or a scheme rule broken
+	VerdictResync         // AKA re-synchronisation done: challenge again with a fresh vector
+	VerdictError          // storage failed: answer 503
 )
 
-// Scheme is one authentication scheme of the registrar. Digest implements
-// it now; IMS AKA (RFC 3310) plugs in beside it. Schemes must treat a nil
+// Scheme is one authentication scheme of the registrar: SIP Digest
+// (DigestScheme) and IMS AKA (AKAScheme). Schemes must treat a nil
 // subscriber (unknown user) exactly like a known one that fails, in status,
 // headers and work done, so users cannot be enumerated.
 type Scheme interface {
-	// Name is the auth.schemes token ("digest").
+	// Name is the auth.schemes token ("digest", "aka").
 	Name() string
+	// NeedsIdentity reports whether a challenge depends on the private
+	// identity (AKA: the vector comes from the subscriber's K).
+	NeedsIdentity() bool
 	// Offers reports whether the scheme may challenge sub (nil: unknown).
 	Offers(sub *storage.Subscriber) bool
-	// Challenges returns WWW-Authenticate values for a new challenge.
-	Challenges(now time.Time, sub *storage.Subscriber, stale bool) []string
+	// Challenge returns WWW-Authenticate values for a new challenge to
+	// private identity impi (sub is its record, nil when unknown).
+	Challenge(ctx context.Context, now time.Time, impi string, sub *storage.Subscriber, stale bool) ([]string, error)
 	// Accepts reports whether credentials answer one of this scheme's
 	// challenges (by algorithm); others are challenged afresh.
 	Accepts(c *digest.Credentials) bool
 	// Verify checks an answer. reason explains a VerdictFail or VerdictStale
 	// for the log.
-	Verify(method string, c *digest.Credentials, sub *storage.Subscriber, branch string, now time.Time) (v Verdict, reason string)
+	Verify(ctx context.Context, method string, c *digest.Credentials, sub *storage.Subscriber, branch string, now time.Time) (v Verdict, reason string)
 }
 
 // DigestScheme is SIP Digest (RFC 3261 §22, RFC 7616, RFC 8760) for App
@@ -50,6 +57,9 @@ type DigestScheme struct {
 // Name implements Scheme.
 func (d *DigestScheme) Name() string { return "digest" }
 
+// NeedsIdentity implements Scheme.
+func (d *DigestScheme) NeedsIdentity() bool { return false }
+
 // Offers implements Scheme: every subscriber with a password, and unknown
 // users, are challenged with Digest.
 func (d *DigestScheme) Offers(sub *storage.Subscriber) bool { return sub == nil || sub.HasDigest() }
@@ -57,12 +67,12 @@ func (d *DigestScheme) Offers(sub *storage.Subscriber) bool { return sub == nil 
 // Challenges implements Scheme: one challenge per configured algorithm, in
 // order (RFC 8760 §2.4: the client takes the first it supports), each with
 // its own nonce.
-func (d *DigestScheme) Challenges(now time.Time, _ *storage.Subscriber, stale bool) []string {
+func (d *DigestScheme) Challenge(_ context.Context, now time.Time, _ string, _ *storage.Subscriber, stale bool) ([]string, error) {
 	out := make([]string, 0, len(d.Algorithms))
 	for _, a := range d.Algorithms {
 		out = append(out, digest.Challenge{Realm: d.Realm, Nonce: d.Nonces.Issue(now), Algorithm: a, QOP: true, Stale: stale}.String())
 	}
-	return out
+	return out, nil
 }
 
 // Accepts implements Scheme.
@@ -98,7 +108,7 @@ func ha1For(sub *storage.Subscriber, a digest.Algorithm) string {
 const dummyHA1 = "0000000000000000000000000000000000000000000000000000000000000000"
 
 // Verify implements Scheme.
-func (d *DigestScheme) Verify(method string, c *digest.Credentials, sub *storage.Subscriber, branch string, now time.Time) (Verdict, string) {
+func (d *DigestScheme) Verify(_ context.Context, method string, c *digest.Credentials, sub *storage.Subscriber, branch string, now time.Time) (Verdict, string) {
 	a, _ := digest.ParseAlgorithm(c.Algorithm)
 	seq, state := d.Nonces.Check(c.Nonce, now)
 	ha1 := ha1For(sub, a)

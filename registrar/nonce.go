@@ -68,21 +68,32 @@ const nonceRawLen = 4 + 4 + 12
 
 // Issue returns a fresh nonce.
 func (n *Nonces) Issue(now time.Time) string {
+	var raw [nonceRawLen]byte
+	n.issueRaw(now, raw[:], nil)
+	return base64.StdEncoding.EncodeToString(raw[:])
+}
+
+// issueRaw writes issued ‖ seq ‖ HMAC(issued ‖ seq ‖ bound...) into out
+// (nonceRawLen bytes). bound ties the nonce to data carried beside it (the
+// AKA nonce's RAND‖AUTN and the private identity), so that data cannot be
+// swapped under a valid server part.
+func (n *Nonces) issueRaw(now time.Time, out []byte, bound ...[]byte) {
 	n.mu.Lock()
 	n.seq++
 	seq := n.seq
 	n.mu.Unlock()
-	var raw [nonceRawLen]byte
-	binary.BigEndian.PutUint32(raw[0:4], uint32(now.Unix()))
-	binary.BigEndian.PutUint32(raw[4:8], seq)
-	n.mac(raw[:8], raw[8:])
-	return base64.StdEncoding.EncodeToString(raw[:])
+	binary.BigEndian.PutUint32(out[0:4], uint32(now.Unix()))
+	binary.BigEndian.PutUint32(out[4:8], seq)
+	n.mac(out[8:nonceRawLen], out[:8], bound...)
 }
 
-func (n *Nonces) mac(msg, out []byte) {
+func (n *Nonces) mac(out, msg []byte, bound ...[]byte) {
 	m := n.macs.Get().(hash.Hash)
 	m.Reset()
 	m.Write(msg)
+	for _, b := range bound {
+		m.Write(b)
+	}
 	var sum [32]byte
 	copy(out, m.Sum(sum[:0]))
 	n.macs.Put(m)
@@ -98,8 +109,16 @@ func (n *Nonces) Check(nonce string, now time.Time) (uint32, NonceState) {
 	if err != nil || l != nonceRawLen {
 		return 0, NonceInvalid
 	}
+	return n.checkRaw(raw[:nonceRawLen], now)
+}
+
+// checkRaw checks the raw server part of a nonce (see issueRaw).
+func (n *Nonces) checkRaw(raw []byte, now time.Time, bound ...[]byte) (uint32, NonceState) {
+	if len(raw) != nonceRawLen {
+		return 0, NonceInvalid
+	}
 	var want [12]byte
-	n.mac(raw[:8], want[:])
+	n.mac(want[:], raw[:8], bound...)
 	if !hmac.Equal(want[:], raw[8:nonceRawLen]) {
 		return 0, NonceInvalid
 	}

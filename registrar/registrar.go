@@ -117,12 +117,12 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 		return res, result
 	}
 
-	creds, err := r.credentials(req)
+	creds, hint, err := r.credentials(req)
 	if err != nil {
 		return r.reject(req, 400, "Malformed Authorization header", "bad_request", err.Error())
 	}
 	if creds == nil {
-		return r.challenge(req, now, false), "challenge"
+		return r.challenge(ctx, req, aor, hint, nil, now, false)
 	}
 	if wait, blocked := r.id.Blocked("id:"+creds.Username, now); blocked {
 		res, result := r.reject(req, 403, "Too Many Failed Authentications", "rate_limited", "identity blocked after repeated failures")
@@ -131,10 +131,7 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 	}
 	sub, err := r.lookup(ctx, creds.Username)
 	if err != nil {
-		r.log.Error("subscriber lookup failed", zap.Error(err))
-		res := rsip.NewResponse(req, 503, "Storage Unavailable")
-		res.AppendHeader(siplib.NewHeader("Retry-After", "5"))
-		return res, "error"
+		return r.unavailable(req, err)
 	}
 	var scheme Scheme
 	for _, s := range r.schemes {
@@ -145,18 +142,30 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 	}
 	if scheme == nil {
 		// Answered with an algorithm we did not offer: challenge afresh.
-		return r.challenge(req, now, false), "challenge"
+		return r.challenge(ctx, req, aor, "", nil, now, false)
+	}
+	// Challenges that follow an AKA answer lead with AKA again.
+	again := ""
+	if scheme.NeedsIdentity() {
+		again = creds.Username
 	}
 	branch := ""
 	if v := req.Via(); v != nil {
 		branch, _ = v.Params.Get("branch")
 	}
-	verdict, why := scheme.Verify(string(req.Method), creds, sub, branch, now)
+	verdict, why := scheme.Verify(ctx, string(req.Method), creds, sub, branch, now)
 	switch verdict {
 	case VerdictStale:
 		r.metrics.AuthFailures.WithLabelValues("stale").Inc()
 		r.log.Debug("stale credentials", zap.String("reason", why), zap.String("user", creds.Username))
-		return r.challenge(req, now, true), "stale"
+		res, _ := r.challenge(ctx, req, aor, again, sub, now, true)
+		return res, "stale"
+	case VerdictResync:
+		r.log.Info("AKA re-synchronisation", zap.String("user", creds.Username), zap.String("detail", why))
+		res, _ := r.challenge(ctx, req, aor, again, sub, now, false)
+		return res, "resync"
+	case VerdictError:
+		return r.unavailable(req, errors.New(why))
 	case VerdictFail:
 		r.metrics.AuthFailures.WithLabelValues("credentials").Inc()
 		r.src.Fail("src:"+srcIP, now)
@@ -171,23 +180,38 @@ func (r *Registrar) serve(ctx context.Context, req *siplib.Request, now time.Tim
 	return r.bind(ctx, req, aor, sub, now)
 }
 
-// credentials returns the Authorization for our realm, nil when there is
-// none or when it is the empty one IMS handsets send first (nonce="").
-func (r *Registrar) credentials(req *siplib.Request) (*digest.Credentials, error) {
+// credentials returns the Authorization for our realm. For the empty one
+// IMS handsets send first (nonce="", TS 24.229 §5.1.1.2.1) it returns nil
+// credentials and the private identity to challenge.
+func (r *Registrar) credentials(req *siplib.Request) (*digest.Credentials, string, error) {
 	for _, h := range req.GetHeaders("Authorization") {
 		c, err := digest.ParseCredentials(h.Value())
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if c.Realm != r.opts.Realm {
 			continue
 		}
-		if c.Nonce == "" || c.Response == "" {
-			return nil, nil
+		if c.Nonce == "" {
+			return nil, c.Username, nil
 		}
-		return &c, nil
+		if c.Response == "" && c.AUTS == "" {
+			if _, isAKA := ParseAKAAlgorithm(c.Algorithm); !isAKA {
+				return nil, "", nil
+			}
+			// AKA with an empty response: the handset refused our
+			// AUTN (RFC 3310 §3.4); the scheme answers 403.
+		}
+		return &c, "", nil
 	}
-	return nil, nil
+	return nil, "", nil
+}
+
+func (r *Registrar) unavailable(req *siplib.Request, err error) (*siplib.Response, string) {
+	r.log.Error("storage failed while registering", zap.Error(err), zap.String("call_id", callID(req)))
+	res := rsip.NewResponse(req, 503, "Storage Unavailable")
+	res.AppendHeader(siplib.NewHeader("Retry-After", "5"))
+	return res, "error"
 }
 
 // lookup finds the subscriber by private identity (the digest username:
@@ -214,19 +238,82 @@ func owns(sub *storage.Subscriber, aor string) bool {
 	return false
 }
 
-func (r *Registrar) challenge(req *siplib.Request, now time.Time, stale bool) *siplib.Response {
-	res := rsip.NewResponse(req, 401, "Unauthorized")
-	// The challenge does not depend on whether the user exists (no
-	// enumeration): schemes are asked with a nil subscriber.
-	for _, s := range r.schemes {
-		if !s.Offers(nil) {
-			continue
-		}
-		for _, v := range s.Challenges(now, nil, stale) {
-			res.AppendHeader(siplib.NewHeader("WWW-Authenticate", v))
+// challenge answers 401. Which challenges it carries depends only on the
+// request, never on whether the user exists (no enumeration):
+//   - a request naming a private identity in an empty Authorization (IMS
+//     handsets) gets the AKA challenge first — a real vector when the
+//     identity has AKA keys, an unanswerable random nonce of the same shape
+//     otherwise — then the Digest ones, so an App client that also sends an
+//     empty Authorization still finds its scheme;
+//   - other requests get Digest only; when Digest is not configured, AKA is
+//     challenged for the subscriber owning the To identity.
+//
+// sub is impi's record when the caller has it already.
+func (r *Registrar) challenge(ctx context.Context, req *siplib.Request, aor, impi string, sub *storage.Subscriber, now time.Time, stale bool) (*siplib.Response, string) {
+	identityFirst := impi != ""
+	if impi == "" && !r.offersIdentityFree() {
+		s, err := r.store.SubscriberByIMPU(ctx, aor)
+		switch {
+		case err == nil:
+			impi, sub = s.IMPI, &s
+		case errors.Is(err, storage.ErrNotFound):
+			impi, _ = identity.DefaultIMPI(aor, r.opts.Domain)
+		default:
+			return r.unavailable(req, fmt.Errorf("lookup %s: %w", aor, err))
 		}
 	}
-	return res
+	if impi != "" && sub == nil && r.needsIdentity() {
+		s, err := r.lookup(ctx, impi)
+		if err != nil {
+			return r.unavailable(req, err)
+		}
+		sub = s
+	}
+	res := rsip.NewResponse(req, 401, "Unauthorized")
+	add := func(s Scheme) error {
+		if s.NeedsIdentity() && impi == "" {
+			return nil
+		}
+		vals, err := s.Challenge(ctx, now, impi, sub, stale)
+		for _, v := range vals {
+			res.AppendHeader(siplib.NewHeader("WWW-Authenticate", v))
+		}
+		return err
+	}
+	for _, pass := range [2]bool{true, false} {
+		for _, s := range r.schemes {
+			// First pass: identity-bound schemes when the request named
+			// an identity; second pass: the rest.
+			if (s.NeedsIdentity() && identityFirst) != pass {
+				continue
+			}
+			if err := add(s); err != nil {
+				return r.unavailable(req, err)
+			}
+		}
+	}
+	if stale {
+		return res, "stale"
+	}
+	return res, "challenge"
+}
+
+func (r *Registrar) offersIdentityFree() bool {
+	for _, s := range r.schemes {
+		if !s.NeedsIdentity() {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Registrar) needsIdentity() bool {
+	for _, s := range r.schemes {
+		if s.NeedsIdentity() {
+			return true
+		}
+	}
+	return false
 }
 
 func hostOf(addr string) string {

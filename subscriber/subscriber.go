@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"rcsd/identity"
+	"rcsd/registrar/aka"
 	"rcsd/registrar/digest"
 	"rcsd/storage"
 )
@@ -81,6 +82,12 @@ func Build(s Spec, realm, domain string) (storage.Subscriber, error) {
 	}
 	if len(sub.OP) > 0 && len(sub.OPc) > 0 {
 		return sub, fmt.Errorf("%w: give op or opc, not both", ErrInvalid)
+	}
+	if len(sub.OP) > 0 {
+		// Kept beside OP so no challenge has to derive it (TS 35.206 §4.1).
+		if sub.OPc, err = aka.OPc(sub.K, sub.OP); err != nil {
+			return sub, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
 	}
 	if len(sub.K) > 0 && len(sub.AMF) == 0 {
 		sub.AMF = []byte{0x80, 0x00} // TS 33.102 separation bit set, the usual default

@@ -1,6 +1,7 @@
 package subscriber
 
 import (
+	"encoding/hex"
 	"strings"
 	"testing"
 
@@ -24,6 +25,7 @@ func TestBuild(t *testing.T) {
 	assert.True(t, sub.HasAKA())
 	assert.False(t, sub.HasDigest())
 	assert.Equal(t, []byte{0x80, 0x00}, sub.AMF, "default AMF")
+	assert.Equal(t, "cd63cb71954a9f4e48a5994e37a02baf", hex.EncodeToString(sub.OPc), "OPc derived from OP (TS 35.208 test set 1)")
 
 	for _, bad := range []struct {
 		spec Spec

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -122,15 +123,10 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		return err
 	}
 
-	algs := make([]digest.Algorithm, 0, len(cfg.Auth.DigestAlgorithms))
-	for _, a := range cfg.Auth.DigestAlgorithms {
-		alg, _ := digest.ParseAlgorithm(a)
-		algs = append(algs, alg)
+	schemes, err := authSchemes(&cfg, store)
+	if err != nil {
+		return err
 	}
-	schemes := []registrar.Scheme{&registrar.DigestScheme{
-		Realm: cfg.RealmOrDomain(), Algorithms: algs, AllowNoQop: cfg.Auth.AllowNoQop,
-		Nonces: registrar.NewNonces(cfg.Auth.NonceSecret, cfg.Auth.NonceLifetime),
-	}}
 	perSource := registrar.NewLimiter(cfg.Auth.MaxFailuresPerSource, cfg.Auth.FailureWindow, cfg.Auth.BlockFor)
 	perIdentity := registrar.NewLimiter(cfg.Auth.MaxFailuresPerIdentity, cfg.Auth.FailureWindow, cfg.Auth.BlockFor)
 	metrics := registrar.NewMetrics(metricsRegistry, func() float64 {
@@ -209,4 +205,34 @@ func purge(ctx context.Context, store storage.Store, every time.Duration, log *z
 			}
 		}
 	}
+}
+
+// authSchemes builds the configured schemes, in auth.schemes order. One
+// nonce source serves both, so a nonce of either kind is checked the same way.
+func authSchemes(cfg *config.Config, store storage.Store) ([]registrar.Scheme, error) {
+	nonces := registrar.NewNonces(cfg.Auth.NonceSecret, cfg.Auth.NonceLifetime)
+	var out []registrar.Scheme
+	for _, name := range cfg.Auth.Schemes {
+		switch name {
+		case "digest":
+			algs := make([]digest.Algorithm, 0, len(cfg.Auth.DigestAlgorithms))
+			for _, a := range cfg.Auth.DigestAlgorithms {
+				alg, _ := digest.ParseAlgorithm(a)
+				algs = append(algs, alg)
+			}
+			out = append(out, &registrar.DigestScheme{
+				Realm: cfg.RealmOrDomain(), Algorithms: algs, AllowNoQop: cfg.Auth.AllowNoQop, Nonces: nonces,
+			})
+		case "aka":
+			alg, _ := registrar.ParseAKAAlgorithm(cfg.Auth.AKA.Algorithm)
+			amf, err := hex.DecodeString(cfg.Auth.AKA.AMF)
+			if err != nil {
+				return nil, fmt.Errorf("auth.aka.amf: %w", err)
+			}
+			out = append(out, &registrar.AKAScheme{
+				Realm: cfg.RealmOrDomain(), Algorithm: alg, SendIKCK: cfg.Auth.AKA.SendIKCK, AMF: amf, Nonces: nonces, Store: store,
+			})
+		}
+	}
+	return out, nil
 }

@@ -126,3 +126,18 @@ func Resync(k, opc, rand, auts []byte) (uint64, error) {
 	copy(b[2:], sqnMS)
 	return binary.BigEndian.Uint64(b[:]), nil
 }
+
+// Answer computes what the handset computes from RAND: RES (the Digest
+// password), CK and IK (TS 35.206 f2, f3, f4). The server uses it to check
+// an answer without keeping the vector (RAND travels in the nonce).
+func Answer(k, opc, rand []byte) (res, ck, ik []byte, err error) {
+	if len(k) != 16 || len(opc) != 16 || len(rand) != 16 {
+		return nil, nil, nil, ErrKeys
+	}
+	m := milenage.NewWithOPc(k, opc, rand, 0, 0)
+	res, ck, ik, _, err = m.F2345()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("aka: f2-f5: %w", err)
+	}
+	return res, ck, ik, nil
+}
