@@ -151,8 +151,8 @@ func (h *harness) sqn(impi string) uint64 {
 func TestAKARegister(t *testing.T) {
 	cases := []struct {
 		name      string
-		challenge string          // configured token
-		answerAlg string          // token in the answer
+		challenge string           // configured token
+		answerAlg string           // token in the answer
 		hash      digest.Algorithm // hash of the answer
 	}{
 		{"AKAv1-MD5", AKAv1MD5, "AKAv1-MD5", digest.MD5},

@@ -32,7 +32,7 @@ func (r *Registrar) bind(ctx context.Context, req *siplib.Request, aor string, s
 		}
 		headerExpires = n
 	}
-	contacts, wildcard, err := r.parseContacts(req, headerExpires)
+	contacts, wildcard, err := r.parseContacts(req.GetHeaders("Contact"), headerExpires)
 	if err != nil {
 		return r.reject(req, 400, "Invalid Contact header", "bad_request", err.Error())
 	}
@@ -46,7 +46,7 @@ func (r *Registrar) bind(ctx context.Context, req *siplib.Request, aor string, s
 	}
 	var paths []string
 	for _, h := range req.GetHeaders("Path") {
-		paths = append(paths, splitList(h.Value())...)
+		paths = append(paths, rsip.SplitList(h.Value())...)
 	}
 	supportsPath := hasOptionTag(req, "Supported", "path")
 	if len(paths) > 0 && !supportsPath && r.opts.PathRequiresSupport {
@@ -64,8 +64,10 @@ func (r *Registrar) bind(ctx context.Context, req *siplib.Request, aor string, s
 	}
 	retransmission := false
 	var removed int
+	var before []storage.Binding
 	bindings, err := r.store.UpdateBindings(ctx, aor, now, func(cur []storage.Binding) ([]storage.Binding, error) {
 		retransmission, removed = false, 0
+		before = cur
 		if len(contacts) == 0 && !wildcard {
 			return cur, nil // a query
 		}
@@ -134,6 +136,9 @@ func (r *Registrar) bind(ctx context.Context, req *siplib.Request, aor string, s
 	if retransmission {
 		r.log.Debug("REGISTER retransmission answered again", zap.String("aor", aor))
 	}
+	if len(contacts) > 0 || wildcard {
+		r.notify(Change{AOR: aor, Before: before, After: bindings, At: now})
+	}
 
 	res := rsip.NewResponse(req, 200, "OK")
 	for i := range bindings {
@@ -163,10 +168,10 @@ func (r *Registrar) bind(ctx context.Context, req *siplib.Request, aor string, s
 // parseContacts reads the Contact headers. A Contact's own expires wins over
 // the Expires header, which wins over the default; values above the maximum
 // are lowered to it (RFC 3261 §10.3 step 7).
-func (r *Registrar) parseContacts(req *siplib.Request, headerExpires int) ([]contactReq, bool, error) {
+func (r *Registrar) parseContacts(hdrs []siplib.Header, headerExpires int) ([]contactReq, bool, error) {
 	var out []contactReq
 	wildcard := false
-	for _, h := range req.GetHeaders("Contact") {
+	for _, h := range hdrs {
 		ch, ok := h.(*siplib.ContactHeader)
 		if !ok {
 			return nil, false, errBadContact
@@ -271,37 +276,6 @@ func indexOf(bs []storage.Binding, key string) int {
 		}
 	}
 	return -1
-}
-
-// splitList splits a header value on commas outside <> and quotes.
-func splitList(v string) []string {
-	var out []string
-	depth, quoted, start := 0, false, 0
-	for i := 0; i < len(v); i++ {
-		switch v[i] {
-		case '"':
-			quoted = !quoted
-		case '<':
-			if !quoted {
-				depth++
-			}
-		case '>':
-			if !quoted && depth > 0 {
-				depth--
-			}
-		case ',':
-			if !quoted && depth == 0 {
-				if s := strings.TrimSpace(v[start:i]); s != "" {
-					out = append(out, s)
-				}
-				start = i + 1
-			}
-		}
-	}
-	if s := strings.TrimSpace(v[start:]); s != "" {
-		out = append(out, s)
-	}
-	return out
 }
 
 func hasOptionTag(req *siplib.Request, header, tag string) bool {

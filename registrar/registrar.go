@@ -41,6 +41,23 @@ type Options struct {
 	Node                string
 }
 
+// Change is one public identity's registration change, reported once it
+// is stored: the bindings before and after (After excludes expired ones).
+type Change struct {
+	AOR           string
+	Before, After []storage.Binding
+	// Expired: the bindings in Before but not After ran out (the purge
+	// timer), rather than being removed by a REGISTER.
+	Expired bool
+	At      time.Time
+}
+
+// Observer learns about registration changes (the reg event package, RFC
+// 3680). It is called on the request's goroutine and must not block.
+type Observer interface {
+	RegistrationChanged(Change)
+}
+
 // Registrar handles REGISTER.
 type Registrar struct {
 	opts    Options
@@ -51,6 +68,8 @@ type Registrar struct {
 	metrics *Metrics
 	now     func() time.Time
 
+	observers []Observer
+
 	serviceRoute atomic.Pointer[string]
 	dateCache    atomic.Pointer[cachedDate]
 }
@@ -60,6 +79,31 @@ func New(opts Options, store storage.Store, schemes []Scheme, perSource, perIden
 	r := &Registrar{opts: opts, store: store, schemes: schemes, src: perSource, id: perIdentity, log: log, metrics: m, now: time.Now}
 	r.SetServiceRoute(opts.ServiceRoute)
 	return r
+}
+
+// Observe adds an observer of registration changes; call before serving.
+func (r *Registrar) Observe(o Observer) { r.observers = append(r.observers, o) }
+
+// Expired reports bindings removed by the purge timer to the observers.
+func (r *Registrar) Expired(gone []storage.Binding, now time.Time) {
+	byAOR := map[string][]storage.Binding{}
+	for _, b := range gone {
+		byAOR[b.AOR] = append(byAOR[b.AOR], b)
+	}
+	for aor, bs := range byAOR {
+		after, err := r.store.Bindings(context.Background(), aor, now)
+		if err != nil {
+			r.log.Warn("reading bindings after expiry", zap.String("aor", aor), zap.Error(err))
+			continue
+		}
+		r.notify(Change{AOR: aor, Before: append(bs, after...), After: after, Expired: true, At: now})
+	}
+}
+
+func (r *Registrar) notify(c Change) {
+	for _, o := range r.observers {
+		o.RegistrationChanged(c)
+	}
 }
 
 // SetClock replaces the clock (tests).

@@ -8,6 +8,7 @@ package sip
 import (
 	"net"
 	"strconv"
+	"strings"
 
 	siplib "github.com/emiago/sipgo/sip"
 )
@@ -128,3 +129,35 @@ func statelessTag(req *siplib.Request) string {
 // LocalAddrKey is the context key under which the transport puts the local
 // listener address ("host:port") a request arrived on.
 type LocalAddrKey struct{}
+
+// SplitList splits a header value on commas outside <> and quotes
+// (Path, P-Asserted-Identity, P-Associated-URI lists).
+func SplitList(v string) []string {
+	var out []string
+	depth, quoted, start := 0, false, 0
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '"':
+			quoted = !quoted
+		case '<':
+			if !quoted {
+				depth++
+			}
+		case '>':
+			if !quoted && depth > 0 {
+				depth--
+			}
+		case ',':
+			if !quoted && depth == 0 {
+				if s := strings.TrimSpace(v[start:i]); s != "" {
+					out = append(out, s)
+				}
+				start = i + 1
+			}
+		}
+	}
+	if s := strings.TrimSpace(v[start:]); s != "" {
+		out = append(out, s)
+	}
+	return out
+}

@@ -21,6 +21,8 @@ type Handler func(ctx context.Context, req *siplib.Request) *siplib.Response
 // Request-URI) after the checks every request gets.
 type Router struct {
 	handlers     map[string]Handler
+	txMethods    map[string]bool // handled inside a server transaction (HandleTx)
+	gates        []Handler       // run before every handler; a response refuses the request
 	supported    []string
 	serverHeader string
 	log          *zap.Logger
@@ -38,6 +40,7 @@ type Router struct {
 func NewRouter(serverHeader string, supported []string, log *zap.Logger, reg prometheus.Registerer) *Router {
 	r := &Router{
 		handlers:     make(map[string]Handler),
+		txMethods:    make(map[string]bool),
 		supported:    supported,
 		serverHeader: serverHeader,
 		log:          log,
@@ -65,6 +68,24 @@ func (r *Router) Handle(method string, h Handler) {
 	r.observers[method] = r.latency.WithLabelValues(method)
 }
 
+// HandleTx registers h for a method whose handler waits on other parties
+// (a MESSAGE relayed to its recipient): it runs inside a sipgo server
+// transaction on every transport, so UDP retransmissions arriving
+// meanwhile are absorbed and answered with the final response instead of
+// running the handler again.
+func (r *Router) HandleTx(method string, h Handler) {
+	r.Handle(method, h)
+	r.txMethods[method] = true
+}
+
+// Transactional reports whether method was registered with HandleTx.
+func (r *Router) Transactional(method string) bool { return r.txMethods[method] }
+
+// Gate adds a check run before every handler (after the checks every
+// request gets): returning a response refuses the request with it; a gate
+// may also remove headers the request must not carry further.
+func (r *Router) Gate(g Handler) { r.gates = append(r.gates, g) }
+
 // Allow is the Allow header value: the methods with a handler.
 func (r *Router) Allow() string {
 	ms := make([]string, 0, len(r.handlers)+1)
@@ -87,6 +108,12 @@ func (r *Router) Serve(ctx context.Context, req *siplib.Request) *siplib.Respons
 		return nil
 	}
 	res := r.check(req)
+	for _, g := range r.gates {
+		if res != nil {
+			break
+		}
+		res = g(ctx, req)
+	}
 	if res == nil {
 		h, ok := r.handlers[method]
 		if !ok {

@@ -110,13 +110,27 @@ func NewServer(cfg Config, router *Router, log *zap.Logger) (*Server, error) {
 }
 
 // serveTx answers requests that came through sipgo's transaction layer
-// (TCP, TLS, WS, WSS). The response is written statelessly; sipgo
-// terminates the transaction when the handler returns.
+// (TCP, TLS, WS, WSS, and transactional methods over UDP). Stateless
+// methods get their response written directly and sipgo terminates the
+// transaction when the handler returns; transactional ones (HandleTx)
+// answer through the transaction, which keeps the final response for
+// retransmissions.
 func (s *Server) serveTx(req *siplib.Request, tx siplib.ServerTransaction) {
 	s.inflight.Add(1)
 	defer s.inflight.Done()
-	res := s.router.Serve(context.Background(), req)
+	ctx := context.Background()
+	if l := req.Laddr; l.IP != nil {
+		ctx = context.WithValue(ctx, LocalAddrKey{}, net.JoinHostPort(l.IP.String(), strconv.Itoa(l.Port)))
+	}
+	res := s.router.Serve(ctx, req)
 	if res == nil {
+		return
+	}
+	if s.router.Transactional(string(req.Method)) {
+		if err := tx.Respond(res); err != nil {
+			s.log.Warn("response not sent", zap.Int("status", res.StatusCode), zap.String("destination", res.Destination()),
+				zap.String("transport", res.Transport()), zap.Error(err))
+		}
 		return
 	}
 	if err := s.srv.WriteResponse(res); err != nil {
@@ -131,14 +145,17 @@ func (s *Server) serveTx(req *siplib.Request, tx siplib.ServerTransaction) {
 // request: memory grows with the request rate) and connection lookup. Other
 // datagrams (responses to rcsd's own requests) continue into sipgo.
 //
-// Every handler registered so far is stateless (Router.Handle); a method
-// that needs a server transaction (INVITE, or MESSAGE with store-and-forward)
-// must return data here so that sipgo's transaction layer takes it.
+// Methods registered with Router.HandleTx are left to sipgo's
+// transaction layer: their handlers wait on other parties, and the server
+// transaction absorbs the retransmissions meanwhile.
 func (s *Server) readFilter(info siplib.TransportReadProps, data []byte) ([]byte, error) {
 	if info.Transport != "UDP" {
 		return data, nil
 	}
 	if len(data) < 8 || bytes.HasPrefix(data, []byte("SIP/2.0 ")) {
+		return data, nil
+	}
+	if sp := bytes.IndexByte(data[:min(len(data), 16)], ' '); sp > 0 && s.router.Transactional(string(data[:sp])) {
 		return data, nil
 	}
 	s.mu.Lock()

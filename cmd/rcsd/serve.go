@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,6 +23,8 @@ import (
 
 	"rcsd/admin"
 	"rcsd/config"
+	"rcsd/ims"
+	"rcsd/pager"
 	"rcsd/registrar"
 	"rcsd/registrar/digest"
 	rsip "rcsd/sip"
@@ -115,7 +119,34 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		log.Info("generated a self-signed TLS certificate", zap.String("dir", dataDir(cfg.Storage)))
 	}
 
+	var trust *ims.Trust
+	var route *ims.Route
+	if cfg.Mode == config.ModeIMSAS {
+		var peers *ims.PeerNames
+		if hasNames(cfg.IMS.TrustedPeers) {
+			roots, err := loadCA(cfg.IMS.TLSCAFile)
+			if err != nil {
+				return err
+			}
+			peers = ims.NewPeerNames()
+			tlsCfg = peers.TLSConfig(tlsCfg, roots)
+		}
+		if trust, err = ims.NewTrust(cfg.IMS.TrustedPeers, peers, log.Named("ims")); err != nil {
+			return err
+		}
+		r, err := ims.ParseRoute(cfg.IMS.SCSCF)
+		if err != nil {
+			return err
+		}
+		route = &r
+	}
+
 	router := rsip.NewRouter(cfg.SIP.ServerHeader, []string{"path"}, log.Named("sip"), metricsRegistry)
+	if trust != nil {
+		router.Gate(trust.Gate)
+	} else {
+		router.Gate(ims.StripAsserted(log.Named("sip")))
+	}
 	server, err := rsip.NewServer(rsip.Config{
 		Listen: cfg.SIP.Listen, MaxMessageSize: cfg.SIP.MaxMessageSize, UDPBuffer: cfg.SIP.UDPBuffer, Advertise: cfg.SIP.Advertise, UserAgent: cfg.SIP.ServerHeader, TLS: tlsCfg,
 	}, router, log.Named("sip"))
@@ -139,7 +170,15 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		MaxContacts: cfg.Reg.MaxContacts, PathRequiresSupport: cfg.Reg.PathRequiresSupport, Node: cfg.Node.ID,
 	}
 	registrarHandler := registrar.New(regOpts, store, schemes, perSource, perIdentity, log.Named("registrar"), metrics)
-	router.Handle("REGISTER", registrarHandler.ServeSIP)
+	if cfg.Mode == config.ModeIMSAS {
+		// The S-CSCF authenticated the handset; rcsd learns the
+		// registration from its third-party REGISTER.
+		router.Handle("REGISTER", registrarHandler.ServeThirdParty)
+	} else {
+		router.Handle("REGISTER", registrarHandler.ServeSIP)
+	}
+	pagerHandler := pager.New(pager.Options{Route: route, UserAgent: cfg.SIP.ServerHeader}, store, server, log.Named("pager"))
+	router.HandleTx("MESSAGE", pagerHandler.ServeSIP)
 	router.Handle("OPTIONS", optionsHandler(router))
 
 	httpSrv := admin.New(store, metricsRegistry, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, cfg.HTTP.Pprof, log.Named("http"))
@@ -162,7 +201,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	purgeCtx, stopPurge := context.WithCancel(context.Background())
 	go func() {
 		defer close(purgeDone)
-		purge(purgeCtx, store, cfg.Reg.PurgeInterval, log, perSource, perIdentity)
+		purge(purgeCtx, store, registrarHandler, cfg.Reg.PurgeInterval, log, perSource, perIdentity)
 	}()
 
 	<-ctx.Done()
@@ -185,7 +224,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 
 // purge removes expired bindings on a timer (RFC 3261 §10.3: a binding
 // past its expiry is gone even if nobody looks it up).
-func purge(ctx context.Context, store storage.Store, every time.Duration, log *zap.Logger, limiters ...*registrar.Limiter) {
+func purge(ctx context.Context, store storage.Store, reg *registrar.Registrar, every time.Duration, log *zap.Logger, limiters ...*registrar.Limiter) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -199,6 +238,9 @@ func purge(ctx context.Context, store storage.Store, every time.Duration, log *z
 			}
 			for _, b := range gone {
 				log.Debug("binding expired", zap.String("aor", b.AOR), zap.String("contact", b.Contact))
+			}
+			if len(gone) > 0 {
+				reg.Expired(gone, now)
 			}
 			for _, l := range limiters {
 				l.Sweep(now)
@@ -235,4 +277,33 @@ func authSchemes(cfg *config.Config, store storage.Store) ([]registrar.Scheme, e
 		}
 	}
 	return out, nil
+}
+
+func hasNames(peers []string) bool {
+	for _, p := range peers {
+		if pp, err := config.ParsePeer(p); err == nil && pp.Name != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// loadCA reads ims.tls_ca_file; "" means the system pool.
+func loadCA(path string) (*x509.CertPool, error) {
+	if path == "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("system CA pool: %w", err)
+		}
+		return pool, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ims.tls_ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ims.tls_ca_file %s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }

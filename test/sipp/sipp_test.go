@@ -236,3 +236,49 @@ const (
 	testK  = "fec86ba6eb707ed08905757b1bb44b8f"
 	testOP = "dbc59adcb6f9a0ef735477b7fadf8374"
 )
+
+// TestIMSASScenario runs rcsd in ims-as mode behind a SIPp S-CSCF: the
+// trusted core registers a user with a third-party REGISTER, sends a
+// MESSAGE asserted with P-Asserted-Identity that rcsd relays back through
+// the S-CSCF route (a second SIPp playing the terminating side checks it),
+// and de-registers; a peer outside ims.trusted_peers (127.0.0.2) is
+// refused with 403 and creates nothing.
+func TestIMSASScenario(t *testing.T) {
+	termPort := rcsdproc.FreePort(t)
+	p := rcsdproc.Start(t, "--mode", "ims-as", "--ims.trusted_peers", "127.0.0.1/32",
+		"--ims.scscf", fmt.Sprintf("sip:127.0.0.1:%d;transport=udp", termPort))
+	keys := []string{"-key", "domain", "rcs.local", "-key", "caller", "alice", "-key", "callee", "bob"}
+	dir, err := os.Getwd()
+	require.NoError(t, err)
+	target := "127.0.0.1:" + strconv.Itoa(p.Port)
+
+	// The terminating side waits for rcsd's MESSAGE.
+	termDone := make(chan error, 1)
+	var termOut []byte
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		args := append([]string{"-sf", filepath.Join(dir, "scscf_terminating.xml"), "-t", "u1", "-m", "1", "-nostdin",
+			"-timeout", "25s", "-i", "127.0.0.1", "-p", strconv.Itoa(termPort)}, keys...)
+		cmd := exec.CommandContext(ctx, sippPath(t), args...)
+		cmd.Dir = t.TempDir()
+		var err error
+		termOut, err = cmd.CombinedOutput()
+		termDone <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // let the terminating SIPp bind its port
+
+	runSIPp(t, target, append([]string{"-sf", filepath.Join(dir, "scscf_originating.xml"), "-t", "u1"}, keys...)...)
+	require.NoError(t, <-termDone, "terminating S-CSCF: %s", tail(string(termOut), 3000))
+	m := metrics(t, p)
+	require.Regexp(t, `(?m)^rcsd_register_total\{result="ok"\} 1$`, m)
+	require.Regexp(t, `(?m)^rcsd_register_total\{result="deregistered"\} 1$`, m)
+
+	// From outside the trust domain: refused, nothing stored.
+	// (a later -i overrides trySIPp's 127.0.0.1).
+	runSIPp(t, target, append([]string{"-sf", filepath.Join(dir, "scscf_untrusted.xml"), "-t", "u1", "-i", "127.0.0.2"}, keys...)...)
+	require.Contains(t, p.Logs(), "request from an untrusted peer refused")
+	m = metrics(t, p)
+	require.Regexp(t, `(?m)^rcsd_register_total\{result="ok"\} 1$`, m, "no binding from the untrusted REGISTER")
+	require.Regexp(t, `(?m)^rcsd_registrations_active 0$`, m)
+}
