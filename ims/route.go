@@ -49,7 +49,7 @@ func ParseRoute(s string) (Route, error) {
 	if !strings.Contains(strings.ToLower(s), ";lr") {
 		uri += ";lr" // RFC 3261 §16.12: strict routing is not supported
 	}
-	return Route{URI: uri, Flow: rsip.Flow{Transport: tp, Source: net.JoinHostPort(u.Host, strconv.Itoa(port))}}, nil
+	return Route{URI: uri, Flow: rsip.Flow{Transport: tp, Source: net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port))}}, nil
 }
 
 // Prepare addresses req to impu through the S-CSCF.
