@@ -1,11 +1,9 @@
 package registrar
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -17,10 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/wmnsk/milenage"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"rcsd/registrar/aka"
 	"rcsd/registrar/digest"
 	"rcsd/storage"
 	"rcsd/subscriber"
@@ -41,54 +39,24 @@ func unhex(s string) []byte {
 	return b
 }
 
-// usim is the handset side of AKA (TS 33.102 §6.3.3): it checks AUTN's MAC
-// and freshness, then answers RES, or AUTS when the SQN is not fresh.
+// usim wraps aka.USIM with test set 3's keys and the test's failure
+// reporting.
 type usim struct {
-	k, opc []byte
-	sqnMS  uint64 // highest SQN accepted
-	res    []byte // of the last accepted challenge
-	ck, ik []byte
+	aka.USIM
+	res []byte
 }
 
-var errMAC = errors.New("usim: AUTN MAC failure")
+var errMAC = aka.ErrMAC
 
-func newUSIM() *usim { return &usim{k: unhex(testK), opc: unhex(testOPc)} }
+func newUSIM() *usim { return &usim{USIM: aka.USIM{K: unhex(testK), OPc: unhex(testOPc)}} }
 
-// run processes a nonce: (res, nil, nil) on success, (nil, auts, nil) on a
-// synchronisation failure, errMAC when the network is not authentic.
 func (u *usim) run(t testing.TB, nonce string) (res, auts []byte, err error) {
 	t.Helper()
-	raw, err := base64.StdEncoding.DecodeString(nonce)
-	require.NoError(t, err)
-	require.GreaterOrEqual(t, len(raw), 32)
-	rand, autn := raw[:16], raw[16:32]
-	m := milenage.NewWithOPc(u.k, u.opc, rand, 0, 0)
-	res, ck, ik, ak, err := m.F2345()
-	require.NoError(t, err)
-	var sqnB [8]byte
-	for i := 0; i < 6; i++ {
-		sqnB[2+i] = autn[i] ^ ak[i]
+	res, auts, err = u.RunNonce(nonce)
+	if err == nil && auts == nil {
+		u.res = res
 	}
-	sqn := uint64(0)
-	for _, b := range sqnB {
-		sqn = sqn<<8 | uint64(b)
-	}
-	m2 := milenage.NewWithOPc(u.k, u.opc, rand, sqn, uint16(autn[6])<<8|uint16(autn[7]))
-	mac, err := m2.F1()
-	require.NoError(t, err)
-	if !bytes.Equal(mac, autn[8:16]) {
-		return nil, nil, errMAC
-	}
-	if sqn <= u.sqnMS {
-		ms := milenage.NewWithOPc(u.k, u.opc, rand, u.sqnMS, 0)
-		_, _, _, _, err := ms.F2345()
-		require.NoError(t, err)
-		auts, err := ms.GenerateAUTS()
-		require.NoError(t, err)
-		return nil, auts, nil
-	}
-	u.sqnMS, u.res, u.ck, u.ik = sqn, res, ck, ik
-	return res, nil, nil
+	return res, auts, err
 }
 
 // akaAnswer builds the Authorization of the second REGISTER (RFC 3310
@@ -177,7 +145,7 @@ func TestAKARegister(t *testing.T) {
 			pw, auts, err := u.run(t, nonce)
 			require.NoError(t, err)
 			require.Nil(t, auts)
-			assert.Equal(t, uint64(1)<<akaSEQShift, u.sqnMS, "SQN = SEQ ‖ IND 0")
+			assert.Equal(t, uint64(1)<<akaSEQShift, u.SQN, "SQN = SEQ ‖ IND 0")
 			r.cseq = 2
 			res = h.register(r, akaAnswer(tc.hash, tc.answerAlg, realm, nativeUser, nonce, pw, nil))
 			require.Equal(t, 200, res.StatusCode, res.Reason)
@@ -248,7 +216,7 @@ func TestAKAFailures(t *testing.T) {
 	t.Run("AUTS that does not verify", func(t *testing.T) {
 		nonce := fresh()
 		u := newUSIM()
-		u.sqnMS = 5000 << akaSEQShift
+		u.SQN = 5000 << akaSEQShift
 		_, auts, err := u.run(t, nonce)
 		require.NoError(t, err)
 		require.NotNil(t, auts)
@@ -294,7 +262,7 @@ func TestAKAFailures(t *testing.T) {
 func TestAKAResync(t *testing.T) {
 	h := newAKAHarness(t, "aka digest")
 	u := newUSIM()
-	u.sqnMS = 7000 << akaSEQShift
+	u.SQN = 7000 << akaSEQShift
 	r := reg{user: nativeUser, aor: "sip:native@rcs.local", cseq: 1}
 	nonce := challenges(t, h.register(r, initialAuth(nativeUser)))[AKAv1SHA256]["nonce"]
 	_, auts, err := u.run(t, nonce)
@@ -415,8 +383,8 @@ func TestAKASpecFixtures(t *testing.T) {
 	u := newUSIM()
 	pw, _, err := u.run(t, params["nonce"])
 	require.NoError(t, err)
-	assert.Equal(t, hex.EncodeToString(u.ik), params["ik"])
-	assert.Equal(t, hex.EncodeToString(u.ck), params["ck"])
+	assert.Equal(t, hex.EncodeToString(u.IK), params["ik"])
+	assert.Equal(t, hex.EncodeToString(u.CK), params["ck"])
 
 	user := "user@" + specRealm
 	c := digest.Credentials{Username: user, Realm: specRealm, Nonce: params["nonce"], URI: "sip:" + specRealm, Algorithm: AKAv1SHA256}

@@ -154,3 +154,30 @@ func FuzzParseNonce(f *testing.F) {
 		}
 	})
 }
+
+// The handset side accepts a fresh vector once, asks for resync with a
+// verifiable AUTS when the SQN is not fresh, and refuses a vector made with
+// another key.
+func TestUSIM(t *testing.T) {
+	ts := testSets[2]
+	v, err := GenerateWithRAND(h(ts.k), h(ts.opc), 64, h(ts.amf), h(ts.rand))
+	require.NoError(t, err)
+	u := &USIM{K: h(ts.k), OPc: h(ts.opc)}
+	res, auts, err := u.RunNonce(v.Nonce())
+	require.NoError(t, err)
+	assert.Nil(t, auts)
+	assert.Equal(t, v.XRES, res)
+	assert.Equal(t, v.CK, u.CK)
+	assert.Equal(t, uint64(64), u.SQN)
+
+	_, auts, err = u.RunNonce(v.Nonce()) // the same SQN again
+	require.NoError(t, err)
+	require.NotNil(t, auts)
+	sqn, err := Resync(h(ts.k), h(ts.opc), h(ts.rand), auts)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(64), sqn)
+
+	other := &USIM{K: h(testSets[0].k), OPc: h(testSets[0].opc)}
+	_, _, err = other.RunNonce(v.Nonce())
+	assert.ErrorIs(t, err, ErrMAC)
+}
