@@ -34,6 +34,7 @@ fuzz:
 	$(GO) test ./identity -run '^$$' -fuzz FuzzCanonical -fuzztime 20s
 	$(GO) test ./registrar -run '^$$' -fuzz FuzzRegister -fuzztime 20s
 	$(GO) test ./registrar/aka -run '^$$' -fuzz FuzzParseNonce -fuzztime 10s
+	$(GO) test ./registrar -run '^$$' -fuzz FuzzThirdParty -fuzztime 20s
 
 bench: bench-register
 

@@ -42,6 +42,13 @@ Content-Length: 0
 func thirdParty(h *harness, expires, contentType, body string) (*recorder, int) {
 	rec := &recorder{}
 	h.r.observers = []Observer{rec}
+	req := parse(h.t, thirdPartyWire(expires, contentType, body), "UDP", "10.0.0.5:5060")
+	res := h.r.ServeThirdParty(context.Background(), req)
+	return rec, res.StatusCode
+}
+
+// thirdPartyWire is a third-party REGISTER from the S-CSCF (LF line ends).
+func thirdPartyWire(expires, contentType, body string) string {
 	wire := "REGISTER sip:as.rcs.local SIP/2.0\n" +
 		"Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-tp" + expires + contentType + "\n" +
 		"From: <sip:scscf.rcs.local>;tag=sc1\n" +
@@ -55,10 +62,7 @@ func thirdParty(h *harness, expires, contentType, body string) (*recorder, int) 
 		wire += "Content-Type: " + contentType + "\n"
 	}
 	body = strings.ReplaceAll(strings.ReplaceAll(body, "\r\n", "\n"), "\n", "\r\n")
-	wire += "Content-Length: " + strconv.Itoa(len(body)) + "\n\n" + body
-	req := parse(h.t, wire, "UDP", "10.0.0.5:5060")
-	res := h.r.ServeThirdParty(context.Background(), req)
-	return rec, res.StatusCode
+	return wire + "Content-Length: " + strconv.Itoa(len(body)) + "\n\n" + body
 }
 
 func multipartBody(parts ...string) string {
