@@ -25,6 +25,7 @@ import (
 	"rcsd/config"
 	"rcsd/ims"
 	"rcsd/pager"
+	"rcsd/regevent"
 	"rcsd/registrar"
 	"rcsd/registrar/digest"
 	rsip "rcsd/sip"
@@ -177,6 +178,14 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	} else {
 		router.Handle("REGISTER", registrarHandler.ServeSIP)
 	}
+	var regEvents *regevent.Notifier
+	if cfg.Mode == config.ModeStandalone {
+		// Behind an S-CSCF handsets subscribe to the S-CSCF's reg event,
+		// not to an application server's.
+		regEvents = regevent.New(regevent.Options{}, store, server, log.Named("regevent"))
+		router.Handle("SUBSCRIBE", regEvents.ServeSIP)
+		registrarHandler.Observe(regEvents)
+	}
 	pagerHandler := pager.New(pager.Options{Route: route, UserAgent: cfg.SIP.ServerHeader}, store, server, log.Named("pager"))
 	router.HandleTx("MESSAGE", pagerHandler.ServeSIP)
 	router.Handle("OPTIONS", optionsHandler(router))
@@ -193,6 +202,17 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}
 	// Service-Route needs the bound address; set it before going ready.
 	registrarHandler.SetServiceRoute("<sip:orig@" + advertised(&cfg, server.Listeners()) + ";lr>")
+	regEventsCtx, stopRegEvents := context.WithCancel(context.Background())
+	regEventsDone := make(chan struct{})
+	if regEvents != nil {
+		regEvents.SetContact("sip:" + advertised(&cfg, server.Listeners()))
+	}
+	go func() {
+		defer close(regEventsDone)
+		if regEvents != nil {
+			regEvents.Run(regEventsCtx)
+		}
+	}()
 	httpSrv.SetReady(true)
 	log.Info("rcsd ready", zap.String("version", config.Version), zap.String("domain", cfg.Domain),
 		zap.String("storage", cfg.Storage), zap.String("node", cfg.Node.ID))
@@ -210,6 +230,9 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownTimeout)
 	defer cancel()
 	var errs []error
+	// NOTIFYs in flight are cancelled first: they wait on handsets.
+	stopRegEvents()
+	<-regEventsDone
 	if err := server.Shutdown(sctx); err != nil {
 		errs = append(errs, err)
 	}
