@@ -27,12 +27,55 @@ func (c *wireClient) readAny(d time.Duration) (siplib.Message, string) {
 	return msg, string(buf[:n])
 }
 
+// notifyClient is a handset that answers NOTIFYs while it registers: a
+// NOTIFY for a change may arrive before the REGISTER's 200.
+type notifyClient struct {
+	*wireClient
+	pending []string // NOTIFYs read while waiting for a response
+}
+
+// register sends a REGISTER and returns its response, keeping NOTIFYs that
+// arrive meanwhile for notify.
+func (c *notifyClient) register(r regReq) (*siplib.Response, string) {
+	c.t.Helper()
+	c.n++
+	r.branch = fmt.Sprintf("z9hG4bKre%d%d", c.n, time.Now().UnixNano())
+	msg := "REGISTER sip:rcs.local SIP/2.0\n" +
+		"Via: SIP/2.0/UDP " + c.local() + ";branch=" + r.branch + ";rport\n" +
+		"Max-Forwards: 70\n" +
+		"From: <sip:" + r.user + "@rcs.local>;tag=e2e" + r.callID + "\n" +
+		"To: <sip:" + r.user + "@rcs.local>\n" +
+		"Call-ID: " + r.callID + "\n" +
+		fmt.Sprintf("CSeq: %d REGISTER\n", r.cseq) +
+		"Contact: " + r.contact + "\n"
+	if r.auth != "" {
+		msg += "Authorization: " + r.auth + "\n"
+	}
+	c.send(msg + "Content-Length: 0\n\n")
+	for {
+		m, raw := c.readAny(5 * time.Second)
+		if res, ok := m.(*siplib.Response); ok {
+			return res, raw
+		}
+		c.pending = append(c.pending, raw)
+	}
+}
+
 // notify waits for the next NOTIFY (skipping retransmissions of ones
 // already answered), answers it 200 and returns it with its document.
-func (c *wireClient) notify(seen map[string]bool) (*siplib.Request, *regevent.Reginfo, string) {
+func (c *notifyClient) notify(seen map[string]bool) (*siplib.Request, *regevent.Reginfo, string) {
 	c.t.Helper()
 	for {
-		msg, raw := c.readAny(10 * time.Second)
+		var msg siplib.Message
+		var raw string
+		if len(c.pending) > 0 {
+			raw, c.pending = c.pending[0], c.pending[1:]
+			var err error
+			msg, err = siplib.ParseMessage([]byte(raw))
+			require.NoError(c.t, err)
+		} else {
+			msg, raw = c.readAny(10 * time.Second)
+		}
 		req, ok := msg.(*siplib.Request)
 		if !ok || req.Method != siplib.NOTIFY {
 			continue
@@ -70,8 +113,8 @@ func contactEvents(doc *regevent.Reginfo) map[string]string {
 func TestRegEvent(t *testing.T) {
 	p := rcsdproc.Start(t, "--registrar.min_expires", "1", "--registrar.purge_interval", "1s")
 	provision(t, p, "rita")
-	c := dial(t, "UDP", p)
-	res, _ := c.register(regReq{user: "rita", callID: "e2e-rita", cseq: 1})
+	c := &notifyClient{wireClient: dial(t, "UDP", p)}
+	res, _ := c.register(regReq{user: "rita", callID: "e2e-rita", cseq: 1, contact: "<sip:rita@" + c.local() + ">"})
 	ch := firstChallenge(t, res)
 	contactA := "<sip:rita@" + c.local() + ">"
 	res, raw := c.register(regReq{user: "rita", callID: "e2e-rita", cseq: 2, auth: authorize(ch, "rita@rcs.local", "rita-pw", "00000001"), contact: contactA + ";expires=600"})
