@@ -36,6 +36,7 @@ fuzz:
 	$(GO) test ./registrar/aka -run '^$$' -fuzz FuzzParseNonce -fuzztime 10s
 	$(GO) test ./registrar -run '^$$' -fuzz FuzzThirdParty -fuzztime 20s
 	$(GO) test ./regevent -run '^$$' -fuzz FuzzParse -fuzztime 20s
+	$(GO) test ./secagree -run '^$$' -fuzz FuzzParse -fuzztime 20s
 
 bench: bench-register
 

@@ -59,6 +59,14 @@ type IMS struct {
 	SCSCF string `yaml:"scscf"`
 }
 
+// SecAgree configures RFC 3329 security agreement (standalone mode).
+type SecAgree struct {
+	// Mechanisms offered in Security-Server, in preference order. Only
+	// tls-3gpp is implemented; empty turns sec-agree off (Require:
+	// sec-agree then gets 420).
+	Mechanisms []string `yaml:"mechanisms"`
+}
+
 // AKA configures IMS AKA (RFC 3310).
 type AKA struct {
 	// Algorithm is the challenge's token: AKAv1-SHA256 (the spec) or
@@ -119,6 +127,7 @@ type Auth struct {
 	Realm            string        `yaml:"realm"`
 	Schemes          []string      `yaml:"schemes"`
 	AKA              AKA           `yaml:"aka"`
+	SecAgree         SecAgree      `yaml:"sec_agree"`
 	DigestAlgorithms []string      `yaml:"digest_algorithms"`
 	AllowNoQop       bool          `yaml:"allow_no_qop"`
 	NonceLifetime    time.Duration `yaml:"nonce_lifetime"`
@@ -171,6 +180,7 @@ func Default() Config {
 		Auth: Auth{
 			Schemes:                []string{"digest", "aka"},
 			AKA:                    AKA{Algorithm: "AKAv1-SHA256", AMF: "8000"},
+			SecAgree:               SecAgree{Mechanisms: []string{"tls-3gpp"}},
 			DigestAlgorithms:       []string{"SHA-256", "MD5"},
 			AllowNoQop:             true,
 			NonceLifetime:          300 * time.Second,
@@ -431,6 +441,15 @@ func (c *Config) Validate() []string {
 	case "AKAV1-SHA256", "AKAV1-SHA-256", "AKAV1-MD5":
 	default:
 		add("auth.aka.algorithm", "want AKAv1-SHA256 or AKAv1-MD5, got %q", c.Auth.AKA.Algorithm)
+	}
+	for _, m := range c.Auth.SecAgree.Mechanisms {
+		switch strings.ToLower(m) {
+		case "tls-3gpp":
+		case "ipsec-3gpp", "ipsec-ike", "ipsec-man", "tls", "digest":
+			add("auth.sec_agree.mechanisms", "%q is not implemented (rcsd protects handsets with TLS: tls-3gpp)", m)
+		default:
+			add("auth.sec_agree.mechanisms", "%q is not a known mechanism (tls-3gpp)", m)
+		}
 	}
 	if b, err := hex.DecodeString(c.Auth.AKA.AMF); err != nil || len(b) != 2 {
 		add("auth.aka.amf", "want 4 hex digits, got %q", c.Auth.AKA.AMF)

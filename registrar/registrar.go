@@ -21,6 +21,7 @@ import (
 
 	"rcsd/identity"
 	"rcsd/registrar/digest"
+	"rcsd/secagree"
 	rsip "rcsd/sip"
 	"rcsd/storage"
 )
@@ -39,6 +40,9 @@ type Options struct {
 	PathRequiresSupport bool
 	ServiceRoute        string // Service-Route value for the 200 OK, "" for none
 	Node                string
+	// SecAgree answers RFC 3329 security agreement (standalone mode);
+	// nil: sec-agree is not supported.
+	SecAgree *secagree.Server
 }
 
 // Change is one public identity's registration change, reported once it
@@ -122,7 +126,19 @@ var (
 // (rsip.LocalAddr) for the flow.
 func (r *Registrar) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Response {
 	now := r.now()
+	var server []secagree.Mechanism
+	if r.opts.SecAgree != nil {
+		var res *siplib.Response
+		var result string
+		if res, result, server = r.secAgree(req); res != nil {
+			r.metrics.register(result)
+			return res
+		}
+	}
 	res, result := r.serve(ctx, req, now)
+	if server != nil && res.StatusCode == 401 {
+		res.AppendHeader(siplib.NewHeader("Security-Server", secagree.Format(server)))
+	}
 	r.metrics.register(result)
 	return res
 }

@@ -171,17 +171,21 @@ func (r *Router) check(req *siplib.Request) *siplib.Response {
 	default:
 		return r.refuse(req, 416, "Unsupported URI Scheme", "Request-URI scheme "+req.Recipient.Scheme)
 	}
+	// Proxy-Require too: rcsd is the handset's first hop (RFC 3261
+	// §16.3 step 3 would 420 it as a proxy).
 	var unsupported []string
-	for _, h := range req.GetHeaders("Require") {
-		for _, tag := range strings.Split(h.Value(), ",") {
-			tag = strings.TrimSpace(tag)
-			if tag != "" && !r.supports(tag) {
-				unsupported = append(unsupported, tag)
+	for _, name := range [...]string{"Require", "Proxy-Require"} {
+		for _, h := range req.GetHeaders(name) {
+			for _, tag := range strings.Split(h.Value(), ",") {
+				tag = strings.TrimSpace(tag)
+				if tag != "" && !r.supports(tag) {
+					unsupported = append(unsupported, tag)
+				}
 			}
 		}
 	}
 	if len(unsupported) > 0 {
-		res := r.refuse(req, 420, "Bad Extension", "Require: "+strings.Join(unsupported, ", "))
+		res := r.refuse(req, 420, "Bad Extension", "Require/Proxy-Require: "+strings.Join(unsupported, ", "))
 		res.AppendHeader(siplib.NewHeader("Unsupported", strings.Join(unsupported, ", ")))
 		return res
 	}

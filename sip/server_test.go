@@ -123,6 +123,8 @@ func TestRequestChecks(t *testing.T) {
 		{"unsupported scheme", request("OPTIONS", "mailto:bob@rcs.local", "UDP", "LOCAL", ""), "SIP/2.0 416 Unsupported URI Scheme", nil},
 		{"require unknown", request("OPTIONS", "sip:rcs.local", "UDP", "LOCAL", "Require: foo, path\r\n"), "SIP/2.0 420 Bad Extension",
 			[]string{"Unsupported: foo\r\n"}},
+		{"proxy-require unknown (rcsd is the first hop)", request("OPTIONS", "sip:rcs.local", "UDP", "LOCAL", "Proxy-Require: sec-agree\r\n"), "SIP/2.0 420 Bad Extension",
+			[]string{"Unsupported: sec-agree\r\n"}},
 		{"missing max-forwards", strings.Replace(request("OPTIONS", "sip:rcs.local", "UDP", "LOCAL", ""), "Max-Forwards: 70\r\n", "", 1),
 			"SIP/2.0 400 Missing Max-Forwards header", nil},
 		{"missing from", strings.Replace(request("OPTIONS", "sip:rcs.local", "UDP", "LOCAL", ""), "From: <sip:alice@rcs.local>;tag=a1\r\n", "", 1),

@@ -11,7 +11,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -28,6 +30,7 @@ import (
 	"rcsd/regevent"
 	"rcsd/registrar"
 	"rcsd/registrar/digest"
+	"rcsd/secagree"
 	rsip "rcsd/sip"
 	"rcsd/storage"
 	"rcsd/storage/backends"
@@ -142,7 +145,12 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		route = &r
 	}
 
-	router := rsip.NewRouter(cfg.SIP.ServerHeader, []string{"path"}, log.Named("sip"), metricsRegistry)
+	optionTags := []string{"path"}
+	secAgreeOn := cfg.Mode == config.ModeStandalone && len(cfg.Auth.SecAgree.Mechanisms) > 0
+	if secAgreeOn {
+		optionTags = append(optionTags, secagree.OptionTag)
+	}
+	router := rsip.NewRouter(cfg.SIP.ServerHeader, optionTags, log.Named("sip"), metricsRegistry)
 	if trust != nil {
 		router.Gate(trust.Gate)
 	} else {
@@ -169,6 +177,14 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		Domain: cfg.Domain, Realm: cfg.RealmOrDomain(),
 		MinExpires: cfg.Reg.MinExpires, MaxExpires: cfg.Reg.MaxExpires, DefaultExpires: cfg.Reg.DefaultExpires,
 		MaxContacts: cfg.Reg.MaxContacts, PathRequiresSupport: cfg.Reg.PathRequiresSupport, Node: cfg.Node.ID,
+	}
+	var tlsPort atomic.Int32
+	if secAgreeOn {
+		mechs := make([]string, len(cfg.Auth.SecAgree.Mechanisms))
+		for i, m := range cfg.Auth.SecAgree.Mechanisms {
+			mechs[i] = strings.ToLower(m)
+		}
+		regOpts.SecAgree = &secagree.Server{Mechanisms: mechs, Port: func() int { return int(tlsPort.Load()) }, Secret: []byte(cfg.Auth.NonceSecret)}
 	}
 	registrarHandler := registrar.New(regOpts, store, schemes, perSource, perIdentity, log.Named("registrar"), metrics)
 	if cfg.Mode == config.ModeIMSAS {
@@ -202,6 +218,10 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}
 	// Service-Route needs the bound address; set it before going ready.
 	registrarHandler.SetServiceRoute("<sip:orig@" + advertised(&cfg, server.Listeners()) + ";lr>")
+	if _, p, err := net.SplitHostPort(server.Addr("tls")); err == nil {
+		n, _ := strconv.Atoi(p)
+		tlsPort.Store(int32(n))
+	}
 	regEventsCtx, stopRegEvents := context.WithCancel(context.Background())
 	regEventsDone := make(chan struct{})
 	if regEvents != nil {

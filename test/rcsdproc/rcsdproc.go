@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -110,10 +111,16 @@ func Start(t testing.TB, extra ...string) *Proc {
 func StartIn(t testing.TB, dir string, extra ...string) *Proc {
 	t.Helper()
 	p := &Proc{Port: FreePort(t), TLSPort: FreePort(t), HTTPPort: FreePort(t), Dir: dir, logs: &syncBuffer{}, t: t}
-	p.Args = []string{
-		"--storage", "file:" + filepath.Join(p.Dir, "data"),
-		"--http.listen", "127.0.0.1:" + strconv.Itoa(p.HTTPPort),
-		"--domain", "rcs.local",
+	defaults := [][2]string{
+		{"--storage", "file:" + filepath.Join(p.Dir, "data")},
+		{"--http.listen", "127.0.0.1:" + strconv.Itoa(p.HTTPPort)},
+		{"--domain", "rcs.local"},
+	}
+	p.Args = nil
+	for _, d := range defaults {
+		if !slices.Contains(extra, d[0]) { // the test's own value wins
+			p.Args = append(p.Args, d[0], d[1])
+		}
 	}
 	p.Args = append(p.Args, extra...)
 	args := append([]string{"serve",

@@ -282,3 +282,19 @@ func TestIMSASScenario(t *testing.T) {
 	require.Regexp(t, `(?m)^rcsd_register_total\{result="ok"\} 1$`, m, "no binding from the untrusted REGISTER")
 	require.Regexp(t, `(?m)^rcsd_registrations_active 0$`, m)
 }
+
+// TestRegisterSecAgreeScenario: SIPp as a native handset that requires
+// sec-agree (tls-3gpp) and answers AKAv1-MD5 with its own Milenage,
+// registering over TLS; Security-Verify is SIPp's copy of the 401's
+// Security-Server.
+func TestRegisterSecAgreeScenario(t *testing.T) {
+	p := rcsdproc.Start(t, "--auth.aka.algorithm", "AKAv1-MD5")
+	out, err := p.Run(context.Background(), "subscriber", "add", "sip:secusim@rcs.local", "--k", testK, "--op", testOP)
+	require.NoError(t, err, out)
+	scenario, err := filepath.Abs("register_secagree.xml")
+	require.NoError(t, err)
+	port := tlsBridge(t, fmt.Sprintf("127.0.0.1:%d", p.TLSPort))
+	runAKA(t, "127.0.0.1:"+strconv.Itoa(port), "-sf", scenario, "-t", "t1", "-au", "secusim@rcs.local",
+		"-key", "user", "secusim", "-key", "domain", "rcs.local", "-key", "imei", "35209900-176148-77")
+	require.Regexp(t, `(?m)^rcsd_registrations_active 1$`, metrics(t, p))
+}
