@@ -43,10 +43,17 @@ func TestSecAgreeOverTLS(t *testing.T) {
 	require.NoError(t, err, out)
 
 	c := dial(t, "TLS", p)
+	// rcsd declares the option tag.
+	c.send("OPTIONS sip:registrar.home1.net SIP/2.0\nVia: SIP/2.0/TLS " + c.local() + ";branch=z9hG4bKopt\nMax-Forwards: 70\n" +
+		"From: <sip:user1_public1@home1.net>;tag=o\nTo: <sip:registrar.home1.net>\nCall-ID: opt-1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n")
+	res, raw := c.recv()
+	require.Equal(t, 200, res.StatusCode, raw)
+	assert.Regexp(t, `(?m)^Supported: path, sec-agree\r$`, raw)
+
 	via := "Via: SIP/2.0/TLS " + c.local() + ";branch=z9hG4bKsec%d"
 	first := withHeader(specFixture(t, "01-aka-register-initial.txt"), "Via", fmt.Sprintf(via, 1)[5:])
 	c.send(first)
-	res, raw := c.recv()
+	res, raw = c.recv()
 	require.Equal(t, 401, res.StatusCode, raw)
 	assert.Regexp(t, `(?m)^WWW-Authenticate: Digest realm="registrar.home1.net", nonce="[A-Za-z0-9+/]{70}==", algorithm=AKAv1-SHA256\r$`, raw)
 	tlsPort := strconv.Itoa(p.TLSPort)
