@@ -95,6 +95,60 @@ func (b *Binding) Key() string {
 	return "uri:" + b.Contact
 }
 
+// Message is a pager-mode request held for a recipient who could not take
+// it yet (store-and-forward), or a notification held for its sender.
+type Message struct {
+	// ID is unique and sorts in arrival order (callers make it from the
+	// arrival time); PendingMessages returns a recipient's messages in ID
+	// order.
+	ID        string `json:"id"`
+	Recipient string `json:"recipient"` // canonical public identity
+	Sender    string `json:"sender"`    // canonical identity rcsd asserted for the originator
+	// DedupKeys identify the request (its Call-ID/CSeq, the sender's
+	// imdn.Message-ID): a message whose key is already known for the
+	// recipient is a duplicate and is not stored again, even after the
+	// first was delivered, until the first's Expires.
+	DedupKeys   []string  `json:"dedup,omitempty"`
+	Received    time.Time `json:"received"`
+	Expires     time.Time `json:"expires"`
+	Attempts    int       `json:"attempts,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitempty"`
+	// Headers are the header lines ("Name: value") the delivery leg
+	// carries, Body its body.
+	Headers []string `json:"headers,omitempty"`
+	Body    []byte   `json:"body,omitempty"`
+}
+
+// MessageStore holds stored messages. A message is acknowledged to its
+// sender only once PutMessage has returned: it must then survive a crash.
+type MessageStore interface {
+	// PutMessage stores m durably, unless one of its DedupKeys is already
+	// known for m.Recipient: then nothing is written and the ID of the
+	// message that holds the key is returned. ID and Recipient are
+	// required (ErrInvalid); an ID already stored for the recipient is
+	// ErrConflict.
+	PutMessage(ctx context.Context, m Message) (dupOf string, err error)
+	// PendingMessages returns up to limit (<= 0: all) of recipient's
+	// messages, in ID order, expired ones included (ExpireMessages takes
+	// those).
+	PendingMessages(ctx context.Context, recipient string, limit int) ([]Message, error)
+	// UpdateMessage replaces a stored message's Attempts and NextAttempt;
+	// ErrNotFound when absent.
+	UpdateMessage(ctx context.Context, m Message) error
+	// DeleteMessage removes a message once delivered or given up; its
+	// dedup keys stay known until its Expires. ErrNotFound when absent.
+	DeleteMessage(ctx context.Context, recipient, id string) error
+	// ExpireMessages removes up to limit (<= 0: all) messages whose
+	// Expires is at or before now and returns them; dedup keys past their
+	// Expires are forgotten too.
+	ExpireMessages(ctx context.Context, now time.Time, limit int) ([]Message, error)
+	// PendingRecipients lists recipients that have messages, in order,
+	// starting after the given one (cursor pagination).
+	PendingRecipients(ctx context.Context, after string, limit int) ([]string, error)
+	// CountMessages returns how many messages are stored.
+	CountMessages(ctx context.Context) (int, error)
+}
+
 // SubscriberStore holds provisioned subscribers.
 type SubscriberStore interface {
 	// PutSubscribers creates or replaces subscribers (keyed by IMPI) and
@@ -161,6 +215,7 @@ type BindingStore interface {
 type Store interface {
 	SubscriberStore
 	BindingStore
+	MessageStore
 	// Ping reports whether the backend can serve requests (for /readyz).
 	Ping(ctx context.Context) error
 	// Close flushes pending writes and releases the backend. Calling it

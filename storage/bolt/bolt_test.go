@@ -30,6 +30,7 @@ func TestConformance(t *testing.T) {
 
 func TestPersistence(t *testing.T) {
 	storagetest.RunPersistence(t, func(t *testing.T, dir string) storage.Store { return open(t, dir, Options{}) })
+	storagetest.RunMessagePersistence(t, func(t *testing.T, dir string) storage.Store { return open(t, dir, Options{}) })
 }
 
 func TestOpenCreatesPrivateFile(t *testing.T) {

@@ -63,6 +63,8 @@ type Store struct {
 	seed      maphash.Seed
 	nBindings atomic.Int64 // over all shards, so CountBindings takes no lock
 	shards    [shardCount]shard
+
+	msgs messages
 }
 
 // subscriber is a stored subscriber: its encoding, and its SQN, which
@@ -100,6 +102,7 @@ func New() *Store {
 		subs:   make(map[string]subscriber),
 		byIMPU: make(map[string]string),
 		seed:   maphash.MakeSeed(),
+		msgs:   newMessages(),
 	}
 	for i := range s.shards {
 		s.shards[i].aors = make(map[string]aorBindings)

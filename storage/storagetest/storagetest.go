@@ -84,6 +84,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 			{"ConcurrentSameAOR", testConcurrentSameAOR},
 			{"ConcurrentMixed", testConcurrentMixed},
 		}},
+		{"Messages", messageTests},
 		{"Lifecycle", []test{
 			{"Ping", testPing},
 			{"Close", testClose},
