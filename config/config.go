@@ -36,7 +36,27 @@ type Config struct {
 	Auth    Auth   `yaml:"auth"`
 	Reg     Reg    `yaml:"registrar"`
 	IMS     IMS    `yaml:"ims"`
+	Pager   Pager  `yaml:"pager"`
 	Limits  Limits `yaml:"limits"`
+}
+
+// Pager configures pager-mode messaging and store-and-forward.
+type Pager struct {
+	// DeliveryTimeout bounds one delivery attempt; after it the message
+	// is stored (202) and retried.
+	DeliveryTimeout time.Duration `yaml:"delivery_timeout"`
+	// Lifetime is how long a stored message waits for its recipient
+	// before it is dropped (with a negative-delivery notification to its
+	// sender when one was asked for).
+	Lifetime time.Duration `yaml:"lifetime"`
+	// RetryMin and RetryMax bound the back-off between attempts to a
+	// registered recipient that does not take a stored message.
+	RetryMin time.Duration `yaml:"retry_min"`
+	RetryMax time.Duration `yaml:"retry_max"`
+	// SweepInterval is how often expiry and retries are looked at.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// MaxRecipients bounds a recipient list (one-to-many send).
+	MaxRecipients int `yaml:"max_recipients"`
 }
 
 // Modes.
@@ -197,7 +217,9 @@ func Default() Config {
 			PurgeInterval:       10 * time.Second,
 			PathRequiresSupport: true,
 		},
-		IMS:    IMS{TrustedPeers: []string{}},
+		IMS: IMS{TrustedPeers: []string{}},
+		Pager: Pager{DeliveryTimeout: 8 * time.Second, Lifetime: 7 * 24 * time.Hour, RetryMin: 30 * time.Second,
+			RetryMax: time.Hour, SweepInterval: 10 * time.Second, MaxRecipients: 100},
 		Limits: Limits{ShutdownTimeout: 10 * time.Second},
 	}
 }
@@ -466,6 +488,21 @@ func (c *Config) Validate() []string {
 	}
 	if c.Auth.NonceLifetime < 10*time.Second {
 		add("auth.nonce_lifetime", "want at least 10s, got %s", c.Auth.NonceLifetime)
+	}
+	if c.Pager.DeliveryTimeout < 100*time.Millisecond || c.Pager.DeliveryTimeout > time.Minute {
+		add("pager.delivery_timeout", "want 100ms..1m, got %s", c.Pager.DeliveryTimeout)
+	}
+	if c.Pager.Lifetime < time.Minute {
+		add("pager.lifetime", "want at least 1m, got %s", c.Pager.Lifetime)
+	}
+	if c.Pager.RetryMin < time.Second || c.Pager.RetryMax < c.Pager.RetryMin {
+		add("pager.retry_min", "want 1s <= retry_min <= retry_max, got %s and %s", c.Pager.RetryMin, c.Pager.RetryMax)
+	}
+	if c.Pager.SweepInterval < 100*time.Millisecond {
+		add("pager.sweep_interval", "want at least 100ms, got %s", c.Pager.SweepInterval)
+	}
+	if c.Pager.MaxRecipients < 1 || c.Pager.MaxRecipients > 10000 {
+		add("pager.max_recipients", "want 1..10000, got %d", c.Pager.MaxRecipients)
 	}
 	if c.Reg.MinExpires < 1 || c.Reg.MaxExpires < c.Reg.MinExpires {
 		add("registrar", "want 1 <= min_expires <= max_expires, got %d and %d", c.Reg.MinExpires, c.Reg.MaxExpires)

@@ -1,21 +1,28 @@
-// Package pager relays pager-mode MESSAGE requests (RFC 3428; seed 001
-// §5.1.3.2) from the sender to the recipient's registered contacts.
+// Package pager is rcsd's pager-mode messaging function (RFC 3428; seed
+// 001 §5.1.3.2, the spec's "IM-serv"): it takes MESSAGE requests, checks
+// what claims to be RCS against the spec, delivers to the recipient's
+// registered contacts, and stores what cannot be delivered yet
+// (store-and-forward: 202 Accepted once the message is on disk), draining
+// it in order when the recipient registers.
 //
-// This is the relay core both deployment modes share; store-and-forward,
-// CPIM/IMDN validation and recipient lists build on it (see the README's
-// roadmap). rcsd acts as a back-to-back UA: the delivery leg is a new
-// request with its own dialog identifiers, carrying the sender's identity
-// as rcsd asserts it.
+// rcsd acts as a back-to-back UA: the delivery leg is a new request with
+// its own dialog identifiers, carrying the sender's identity as rcsd
+// asserts it.
 //
 //   - standalone: the sender is who registered the flow the MESSAGE
 //     arrived on (transport and source address of one of the From
 //     identity's bindings); anything else is refused with 403, and a
 //     P-Asserted-Identity the handset put in was already stripped. The
-//     delivery goes to every binding of the recipient in parallel (forking),
-//     each over its own flow.
+//     delivery goes to the recipient's bindings in parallel (forking), each
+//     over its own flow.
 //   - ims-as: the request came from the trusted core (the router's gate
 //     checked it); the sender is its P-Asserted-Identity. The delivery goes
 //     to the S-CSCF with the recipient's public identity as Request-URI.
+//
+// Strict with what claims to be RCS, tolerant of plain SIP: a MESSAGE
+// carrying the CPM messaging ICSI (Accept-Contact or P-Preferred-Service)
+// gets the spec's validation (validate.go); a plain RFC 3428 MESSAGE
+// (text/plain from linphone or baresip) is relayed as it is.
 package pager
 
 import (
@@ -31,6 +38,7 @@ import (
 	siplib "github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
+	"rcsd/featuretag"
 	"rcsd/identity"
 	"rcsd/ims"
 	rsip "rcsd/sip"
@@ -43,77 +51,181 @@ type Sender interface {
 	Request(ctx context.Context, req *siplib.Request, flow rsip.Flow) (*siplib.Response, error)
 }
 
-// Options configure the relay.
+// Options configure the messaging function.
 type Options struct {
 	// Route is the S-CSCF route in ims-as mode; nil in standalone mode.
 	Route *ims.Route
 	// UserAgent is the User-Agent of delivery requests (the spec's IM-serv).
 	UserAgent string
-	// Timeout bounds one delivery attempt.
-	Timeout time.Duration
+	// Domain is the home domain: recipient lists go to msgas@Domain.
+	Domain string
+	// DeliveryTimeout bounds one delivery attempt; a recipient that has
+	// not answered by then is treated as unreachable and the message is
+	// stored. Default 8s.
+	DeliveryTimeout time.Duration
+	// Lifetime is how long a stored message waits for its recipient.
+	// Default 7 days.
+	Lifetime time.Duration
+	// RetryMin/RetryMax bound the back-off between delivery attempts to a
+	// registered recipient that does not take the message. Defaults 30s
+	// and 1h.
+	RetryMin, RetryMax time.Duration
+	// SweepInterval is how often expiry and retries are looked at.
+	// Default 10s.
+	SweepInterval time.Duration
+	// MaxRecipients bounds a recipient list. Default 100.
+	MaxRecipients int
+	// MaxDrains bounds the recipients drained at once. Default 64.
+	MaxDrains int
+	// Now is the clock; default time.Now.
+	Now func() time.Time
 }
 
-// Pager relays MESSAGE requests.
-type Pager struct {
-	opts   Options
-	store  storage.Store
-	sender Sender
-	log    *zap.Logger
-	now    func() time.Time
-}
-
-// New creates the relay.
-func New(opts Options, store storage.Store, sender Sender, log *zap.Logger) *Pager {
-	if opts.Timeout <= 0 {
-		opts.Timeout = 30 * time.Second
+func (o *Options) defaults() {
+	if o.DeliveryTimeout <= 0 {
+		o.DeliveryTimeout = 8 * time.Second
 	}
-	return &Pager{opts: opts, store: store, sender: sender, log: log, now: time.Now}
+	if o.Lifetime <= 0 {
+		o.Lifetime = 7 * 24 * time.Hour
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = 30 * time.Second
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = time.Hour
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = 10 * time.Second
+	}
+	if o.MaxRecipients <= 0 {
+		o.MaxRecipients = 100
+	}
+	if o.MaxDrains <= 0 {
+		o.MaxDrains = 64
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 }
 
-// passThrough are the request headers the delivery leg carries unchanged
-// (seed 001 Table 5-15: Conversation-ID and Contribution-ID pass through).
-var passThrough = []string{
-	"Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Content-Encoding",
-	"Conversation-ID", "Contribution-ID", "InReplyTo-Contribution-ID",
-	"Accept-Contact", "P-Preferred-Service", "P-Asserted-Service", "Subject", "Date", "Expires", "Priority",
+// Pager is the messaging function.
+type Pager struct {
+	opts    Options
+	store   storage.Store
+	sender  Sender
+	log     *zap.Logger
+	metrics *Metrics
+	now     func() time.Time
+
+	// Background work (drains, generated notifications) runs under ctx
+	// and is waited for on Close.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	slots  chan struct{} // MaxDrains
+
+	// onFailed is told about messages given up (expired, refused).
+	onFailed func(storage.Message)
+
+	mu       sync.Mutex
+	draining map[string]bool // recipients being drained
+	again    map[string]bool // recipients to drain again when the current drain ends
+}
+
+// New creates the messaging function. Call Run to start its sweeper and
+// Close to stop its background work.
+func New(opts Options, store storage.Store, sender Sender, log *zap.Logger, m *Metrics) *Pager {
+	opts.defaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Pager{
+		opts: opts, store: store, sender: sender, log: log, metrics: m, now: opts.Now,
+		ctx: ctx, cancel: cancel, slots: make(chan struct{}, opts.MaxDrains),
+		draining: map[string]bool{}, again: map[string]bool{},
+	}
 }
 
 // ServeSIP handles one MESSAGE. It runs inside a server transaction
 // (Router.HandleTx): delivery waits on the recipient.
 func (p *Pager) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Response {
+	p.metrics.Received.Inc()
+	if v := req.Via(); v != nil && v.Params.Has("rkeep") {
+		// A link keep-alive (seed 001 Table 5-9 row 6): answered, never
+		// stored or delivered.
+		return rsip.NewResponse(req, 200, "OK")
+	}
 	from, res := p.identify(ctx, req)
 	if res != nil {
 		return res
+	}
+	rcs := claimsRCS(req)
+	var body *parsedBody
+	if rcs {
+		var err error
+		if body, err = validate(req); err != nil {
+			return p.refuseBad(req, err)
+		}
+	}
+	if isList(req, p.opts.Domain) {
+		return p.recipientList(ctx, req, from, body)
 	}
 	to, err := identity.Canonical(req.Recipient.String())
 	if err != nil {
 		return p.refuse(req, 404, "Not Found - Invalid Request-URI", err.Error())
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
-	defer cancel()
-	if p.opts.Route != nil {
-		out := p.delivery(req, from, to)
-		if err := p.opts.Route.Prepare(out, to); err != nil {
-			return p.refuse(req, 500, "Server Internal Error", err.Error())
-		}
-		dres, err := p.sender.Request(ctx, out, p.opts.Route.Flow)
-		if err != nil {
-			p.log.Warn("delivery through the S-CSCF failed", zap.String("to", to), zap.Error(err))
-			return rsip.NewResponse(req, 504, "Server Time-out")
-		}
-		return p.relayed(req, dres)
-	}
-	bindings, err := p.recipientBindings(ctx, to)
+	m := p.newMessage(req, from, to, rcs, body)
+	return p.route(ctx, req, m)
+}
+
+// route delivers m now if its recipient can take it, else stores it, and
+// answers the sender (seed 001 Table 5-10: 202 = stored on the server).
+func (p *Pager) route(ctx context.Context, req *siplib.Request, m storage.Message) *siplib.Response {
+	// Messages already waiting for this recipient go first: a new one
+	// queues behind them rather than overtaking.
+	waiting, err := p.store.PendingMessages(ctx, m.Recipient, 1)
 	if err != nil {
-		p.log.Error("binding lookup failed", zap.String("to", to), zap.Error(err))
-		res := rsip.NewResponse(req, 503, "Service Unavailable")
-		res.AppendHeader(siplib.NewHeader("Retry-After", "5"))
-		return res
+		return p.unavailable(req, err)
 	}
-	if len(bindings) == 0 {
-		return p.refuse(req, 480, "Temporarily Unavailable", to+" has no registered contact")
+	if len(waiting) == 0 {
+		dctx, cancel := context.WithTimeout(ctx, p.opts.DeliveryTimeout)
+		out := p.deliver(dctx, m)
+		cancel()
+		switch out.class {
+		case delivered:
+			p.metrics.Delivered.WithLabelValues("direct").Inc()
+			p.metrics.Latency.Observe(p.now().Sub(m.Received).Seconds())
+			return p.relayed(req, out.res)
+		case rejected:
+			p.metrics.Failed.WithLabelValues("rejected").Inc()
+			return p.relayed(req, out.res)
+		}
+		p.log.Debug("recipient unreachable, storing", zap.String("to", m.Recipient), zap.String("why", out.why))
 	}
-	return p.fork(ctx, req, from, to, bindings)
+	dup, err := p.store.PutMessage(ctx, m)
+	if err != nil {
+		return p.unavailable(req, err)
+	}
+	if dup != "" {
+		p.metrics.Duplicates.Inc()
+		p.log.Info("duplicate MESSAGE not stored again", zap.String("to", m.Recipient), zap.String("stored_as", dup))
+	} else {
+		p.metrics.Stored.Inc()
+		if len(waiting) > 0 {
+			p.kick(m.Recipient, false)
+		}
+	}
+	return p.accepted(req)
+}
+
+func (p *Pager) accepted(req *siplib.Request) *siplib.Response {
+	return rsip.NewResponse(req, 202, "Accepted")
+}
+
+func (p *Pager) unavailable(req *siplib.Request, err error) *siplib.Response {
+	// Never 202 for what could not be stored.
+	p.log.Error("storage failed while handling a MESSAGE", zap.Error(err), zap.String("source", req.Source()))
+	res := rsip.NewResponse(req, 503, "Service Unavailable")
+	res.AppendHeader(siplib.NewHeader("Retry-After", "5"))
+	return res
 }
 
 // identify establishes who sent req, or refuses it.
@@ -126,19 +238,13 @@ func (p *Pager) identify(ctx context.Context, req *siplib.Request) (string, *sip
 		return ids[0], nil
 	}
 	fromHdr := req.From()
-	if fromHdr == nil {
-		return "", p.refuse(req, 400, "Missing From header", "no From")
-	}
 	from, err := identity.Canonical(fromHdr.Address.String())
 	if err != nil {
 		return "", p.refuse(req, 400, "Invalid From header", err.Error())
 	}
 	bs, err := p.store.Bindings(ctx, from, p.now())
 	if err != nil {
-		p.log.Error("binding lookup failed", zap.String("from", from), zap.Error(err))
-		res := rsip.NewResponse(req, 503, "Service Unavailable")
-		res.AppendHeader(siplib.NewHeader("Retry-After", "5"))
-		return "", res
+		return "", p.unavailable(req, err)
 	}
 	tp := strings.ToLower(req.Transport())
 	for _, b := range bs {
@@ -149,136 +255,82 @@ func (p *Pager) identify(ctx context.Context, req *siplib.Request) (string, *sip
 	return "", p.refuse(req, 403, "Forbidden - Not Registered From This Address", from+" has no binding on "+tp+" "+req.Source())
 }
 
-// recipientBindings returns the recipient's bindings, under the identity
-// addressed or, failing that, under another public identity of the same
-// subscriber (a tel: URI addressed, a sip: URI registered).
-func (p *Pager) recipientBindings(ctx context.Context, to string) ([]storage.Binding, error) {
-	now := p.now()
-	bs, err := p.store.Bindings(ctx, to, now)
-	if err != nil || len(bs) > 0 {
-		return bs, err
-	}
-	sub, err := p.store.SubscriberByIMPU(ctx, to)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("subscriber of %s: %w", to, err)
-	}
-	for _, u := range sub.IMPUs {
-		if u == to {
-			continue
-		}
-		more, err := p.store.Bindings(ctx, u, now)
-		if err != nil {
-			return nil, err
-		}
-		bs = append(bs, more...)
-	}
-	return bs, nil
+// passThrough are the request headers the delivery leg carries unchanged
+// (seed 001 Tables 5-9/5-11: Conversation-ID and Contribution-ID pass
+// through end to end, never regenerated).
+var passThrough = []string{
+	"Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Content-Encoding",
+	"Conversation-ID", "Contribution-ID", "InReplyTo-Contribution-ID",
+	"Accept-Contact", "Subject", "Date", "Expires", "Priority",
 }
 
-// delivery builds the request of the delivery leg.
-func (p *Pager) delivery(req *siplib.Request, from, to string) *siplib.Request {
-	var ruri siplib.Uri
-	_ = siplib.ParseUri(to, &ruri)
-	out := siplib.NewRequest(siplib.MESSAGE, ruri)
-	var fu, tu siplib.Uri
-	_ = siplib.ParseUri(from, &fu)
-	_ = siplib.ParseUri(to, &tu)
-	out.AppendHeader(&siplib.FromHeader{Address: fu, Params: siplib.HeaderParams{{K: "tag", V: newTag()}}})
-	out.AppendHeader(&siplib.ToHeader{Address: tu})
-	out.AppendHeader(siplib.NewHeader("P-Asserted-Identity", "<"+from+">"))
+// newMessage captures what the delivery leg needs; it is what gets stored
+// when the recipient cannot take the message now.
+func (p *Pager) newMessage(req *siplib.Request, from, to string, rcs bool, body *parsedBody) storage.Message {
+	now := p.now()
+	m := storage.Message{
+		ID: newID(now), Recipient: to, Sender: from,
+		Received: now, Expires: now.Add(p.opts.Lifetime),
+		Body: append([]byte(nil), req.Body()...),
+	}
 	for _, name := range passThrough {
 		for _, h := range req.GetHeaders(name) {
-			out.AppendHeader(siplib.NewHeader(name, h.Value()))
+			m.Headers = append(m.Headers, name+": "+h.Value())
 		}
 	}
-	if p.opts.UserAgent != "" {
-		out.AppendHeader(siplib.NewHeader("User-Agent", p.opts.UserAgent))
+	if rcs {
+		// The spec's delivery leg asserts the service (Table 5-11).
+		m.Headers = append(m.Headers, "P-Asserted-Service: "+featuretag.ICSIMsg)
 	}
-	if body := req.Body(); len(body) > 0 {
-		out.SetBody(append([]byte(nil), body...))
+	cseq := req.CSeq()
+	m.DedupKeys = append(m.DedupKeys, fmt.Sprintf("cid:%s/%s/%d", from, string(*req.CallID()), cseq.SeqNo))
+	if body != nil && body.messageID != "" {
+		m.DedupKeys = append(m.DedupKeys, "mid:"+from+"/"+body.messageID)
 	}
-	return out
+	return m
 }
 
-// fork delivers to every binding in parallel (RFC 3261 §16.7 response
-// selection: the first 2xx wins; else the lowest class, 6xx aside).
-func (p *Pager) fork(ctx context.Context, req *siplib.Request, from, to string, bindings []storage.Binding) *siplib.Response {
-	type result struct {
-		res *siplib.Response
-		err error
-	}
-	results := make(chan result, len(bindings))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	for i := range bindings {
-		b := bindings[i]
-		out := p.delivery(req, from, to)
-		var u siplib.Uri
-		if err := siplib.ParseUri(b.Contact, &u); err != nil {
-			results <- result{err: fmt.Errorf("contact %q: %w", b.Contact, err)}
-			continue
-		}
-		out.Recipient = u
-		for _, r := range b.Path {
-			out.AppendHeader(siplib.NewHeader("Route", r))
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := p.sender.Request(ctx, out, rsip.Flow{Transport: b.Transport, Source: b.Source, Local: b.Local, Contact: b.Contact})
-			results <- result{res, err}
-		}()
-	}
-	var best *siplib.Response
-	for range bindings {
-		r := <-results
-		if r.err != nil {
-			p.log.Info("delivery to a contact failed", zap.String("to", to), zap.Error(r.err))
-			continue
-		}
-		if r.res.IsSuccess() {
-			cancel()
-			wg.Wait()
-			return p.relayed(req, r.res)
-		}
-		if best == nil || better(r.res.StatusCode, best.StatusCode) {
-			best = r.res
-		}
-	}
-	wg.Wait()
-	if best == nil {
-		return p.refuse(req, 480, "Temporarily Unavailable", "no contact of "+to+" answered")
-	}
-	return p.relayed(req, best)
+func (p *Pager) refuse(req *siplib.Request, code int, reason, why string) *siplib.Response {
+	p.metrics.Refused.WithLabelValues(fmt.Sprint(code)).Inc()
+	p.log.Info("MESSAGE refused", zap.Int("status", code), zap.String("reason", why),
+		zap.String("source", req.Source()), zap.String("transport", req.Transport()))
+	return rsip.NewResponse(req, code, reason)
 }
 
-func better(a, b int) bool {
-	if a/100 == 6 {
-		return b/100 != 6
+// refuseBad answers a validation failure: 400 with the reason naming what
+// is wrong, plus Accept for an unsupported type (seed 001 L688).
+func (p *Pager) refuseBad(req *siplib.Request, err error) *siplib.Response {
+	var bad *badRequest
+	if !errors.As(err, &bad) {
+		bad = &badRequest{reason: "Bad Request", why: err.Error()}
 	}
-	return b/100 != 6 && a < b
+	res := p.refuse(req, 400, bad.reason, bad.why)
+	if bad.accept {
+		res.AppendHeader(siplib.NewHeader("Accept", strings.Join(supportedTypes, ", ")))
+	}
+	return res
 }
 
 // relayed answers the sender with the delivery's final status.
 func (p *Pager) relayed(req *siplib.Request, dres *siplib.Response) *siplib.Response {
-	if dres.StatusCode == 408 || dres.StatusCode >= 500 && dres.StatusCode < 600 && dres.StatusCode != 503 {
-		return rsip.NewResponse(req, 480, "Temporarily Unavailable")
-	}
 	return rsip.NewResponse(req, dres.StatusCode, dres.Reason)
 }
 
-func (p *Pager) refuse(req *siplib.Request, code int, reason, why string) *siplib.Response {
-	p.log.Info("MESSAGE refused", zap.Int("status", code), zap.String("reason", why),
-		zap.String("source", req.Source()), zap.String("transport", req.Transport()))
-	return rsip.NewResponse(req, code, reason)
+// newID is a unique ID that sorts by arrival time.
+func newID(now time.Time) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%016x", uint64(now.UnixNano())) + hex.EncodeToString(b[:])
 }
 
 func newTag() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// Close stops the background work and waits for it.
+func (p *Pager) Close() {
+	p.cancel()
+	p.wg.Wait()
 }

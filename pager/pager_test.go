@@ -59,7 +59,8 @@ func (h *handset) read(d time.Duration) (string, string) {
 // answer builds a response to a request read off the wire.
 func answer(req string, code int, reason string) string {
 	res := "SIP/2.0 " + strconv.Itoa(code) + " " + reason + "\r\n"
-	for _, l := range strings.Split(req, "\r\n")[1:] {
+	head, _, _ := strings.Cut(req, "\r\n\r\n")
+	for _, l := range strings.Split(head, "\r\n")[1:] {
 		for _, h := range []string{"Via:", "From:", "Call-ID:", "CSeq:"} {
 			if strings.HasPrefix(l, h) {
 				res += l + "\r\n"
@@ -90,14 +91,15 @@ func message(from, to, local, branch string, extra ...string) string {
 type env struct {
 	srv   *rsip.Server
 	store *memory.Store
+	p     *Pager
 }
 
-func start(t *testing.T, route *ims.Route) *env {
+func start(t *testing.T, route *ims.Route, mutate ...func(*Options)) *env {
 	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	store := memory.New()
 	t.Cleanup(func() { store.Close() })
-	router := rsip.NewRouter("IM-serv/OMA1.0 rcsd-test", []string{"path"}, log, prometheus.NewRegistry())
+	router := rsip.NewRouter("IM-serv/OMA1.0 rcsd-test", []string{"path", RequireRecipientList}, log, prometheus.NewRegistry())
 	if route == nil {
 		router.Gate(ims.StripAsserted(log))
 	}
@@ -105,7 +107,13 @@ func start(t *testing.T, route *ims.Route) *env {
 	require.NoError(t, err)
 	srv, err := rsip.NewServer(rsip.Config{Listen: []string{"udp://127.0.0.1:0"}, MaxMessageSize: 65535, UserAgent: "rcsd-test", TLS: tlsCfg}, router, log)
 	require.NoError(t, err)
-	p := New(Options{Route: route, UserAgent: "IM-serv/OMA1.0 rcsd-test", Timeout: 3 * time.Second}, store, srv, log)
+	opts := Options{Route: route, UserAgent: "IM-serv/OMA1.0 rcsd-test", Domain: "rcs.local", DeliveryTimeout: 3 * time.Second,
+		RetryMin: time.Second, RetryMax: 2 * time.Second, SweepInterval: 100 * time.Millisecond}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	p := New(opts, store, srv, log, NewMetrics(prometheus.NewRegistry(), nil))
+	t.Cleanup(p.Close)
 	router.HandleTx("MESSAGE", p.ServeSIP)
 	require.NoError(t, srv.Start(context.Background()))
 	t.Cleanup(func() {
@@ -113,7 +121,7 @@ func start(t *testing.T, route *ims.Route) *env {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return &env{srv: srv, store: store}
+	return &env{srv: srv, store: store, p: p}
 }
 
 func (e *env) bind(t *testing.T, aor string, h *handset, key string) {
@@ -204,17 +212,17 @@ func TestStandaloneRefusals(t *testing.T) {
 	msg, _ := bob.read(300 * time.Millisecond)
 	assert.Empty(t, msg, "nothing delivered for an unproven sender")
 
-	alice.send(srvAddr, message("sip:alice@rcs.local", "sip:carol@rcs.local", alice.addr(), "z9hG4bK-s2"))
-	res = readFinal(alice)
-	assert.Equal(t, 480, status(res), res)
-
-	// The recipient declines: its status reaches the sender.
+	// The recipient refuses for good: its status reaches the sender and
+	// nothing is stored.
 	alice.send(srvAddr, message("sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-s3"))
 	got, _ := bob.read(5 * time.Second)
 	require.NotEmpty(t, got)
-	bob.send(srvAddr, answer(got, 486, "Busy Here"))
+	bob.send(srvAddr, answer(got, 415, "Unsupported Media Type"))
 	res = readFinal(alice)
-	assert.Equal(t, 486, status(res), res)
+	assert.Equal(t, 415, status(res), res)
+	n, err := e.store.CountMessages(context.Background())
+	require.NoError(t, err)
+	assert.Zero(t, n)
 }
 
 func TestIMSASDelivery(t *testing.T) {

@@ -145,7 +145,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		route = &r
 	}
 
-	optionTags := []string{"path"}
+	optionTags := []string{"path", pager.RequireRecipientList}
 	secAgreeOn := cfg.Mode == config.ModeStandalone && len(cfg.Auth.SecAgree.Mechanisms) > 0
 	if secAgreeOn {
 		optionTags = append(optionTags, secagree.OptionTag)
@@ -202,8 +202,18 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		router.Handle("SUBSCRIBE", regEvents.ServeSIP)
 		registrarHandler.Observe(regEvents)
 	}
-	pagerHandler := pager.New(pager.Options{Route: route, UserAgent: cfg.SIP.ServerHeader}, store, server, log.Named("pager"))
+	pagerMetrics := pager.NewMetrics(metricsRegistry, func() float64 {
+		n, _ := store.CountMessages(context.Background())
+		return float64(n)
+	})
+	pagerHandler := pager.New(pager.Options{
+		Route: route, UserAgent: cfg.SIP.ServerHeader, Domain: cfg.Domain,
+		DeliveryTimeout: cfg.Pager.DeliveryTimeout, Lifetime: cfg.Pager.Lifetime,
+		RetryMin: cfg.Pager.RetryMin, RetryMax: cfg.Pager.RetryMax, SweepInterval: cfg.Pager.SweepInterval,
+		MaxRecipients: cfg.Pager.MaxRecipients,
+	}, store, server, log.Named("pager"), pagerMetrics)
 	router.HandleTx("MESSAGE", pagerHandler.ServeSIP)
+	registrarHandler.Observe(pagerHandler)
 	router.Handle("OPTIONS", optionsHandler(router))
 
 	httpSrv := admin.New(store, metricsRegistry, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, cfg.HTTP.Pprof, log.Named("http"))
@@ -233,6 +243,11 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 			regEvents.Run(regEventsCtx)
 		}
 	}()
+	pagerDone := make(chan struct{})
+	go func() {
+		defer close(pagerDone)
+		pagerHandler.Run(regEventsCtx)
+	}()
 	httpSrv.SetReady(true)
 	log.Info("rcsd ready", zap.String("version", config.Version), zap.String("domain", cfg.Domain),
 		zap.String("storage", cfg.Storage), zap.String("node", cfg.Node.ID))
@@ -250,9 +265,12 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Limits.ShutdownTimeout)
 	defer cancel()
 	var errs []error
-	// NOTIFYs in flight are cancelled first: they wait on handsets.
+	// NOTIFYs and deliveries in flight are cancelled first: they wait on
+	// handsets. A delivery cut short keeps its message stored.
 	stopRegEvents()
 	<-regEventsDone
+	<-pagerDone
+	pagerHandler.Close()
 	if err := server.Shutdown(sctx); err != nil {
 		errs = append(errs, err)
 	}

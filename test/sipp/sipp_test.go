@@ -298,3 +298,73 @@ func TestRegisterSecAgreeScenario(t *testing.T) {
 		"-key", "user", "secusim", "-key", "domain", "rcs.local", "-key", "imei", "35209900-176148-77")
 	require.Regexp(t, `(?m)^rcsd_registrations_active 1$`, metrics(t, p))
 }
+
+// registerFrom registers user with register_digest.xml from the given
+// local UDP port, so that a later scenario on that port runs on the
+// registered flow.
+func registerFrom(t *testing.T, target string, port int, user, imei string) {
+	t.Helper()
+	dir, err := os.Getwd()
+	require.NoError(t, err)
+	runSIPp(t, target, "-sf", filepath.Join(dir, "register_digest.xml"), "-t", "u1", "-p", strconv.Itoa(port),
+		"-key", "user", user, "-key", "domain", "rcs.local", "-key", "imei", imei, "-au", user+"@rcs.local", "-ap", user+"-secret")
+}
+
+// TestMessageScenarios runs pager-mode MESSAGE with SIPp on both sides:
+// alice sends to bob, who is registered and answers (200, delivered
+// directly), and to carol, who is offline (202, stored) and gets the
+// message once she registers.
+func TestMessageScenarios(t *testing.T) {
+	p := rcsdproc.Start(t, "--auth.digest_algorithms", "MD5,SHA-256", "--pager.retry_min", "1s", "--pager.sweep_interval", "200ms")
+	for _, u := range []string{"alice", "bob", "carol"} {
+		out, err := p.Run(context.Background(), "subscriber", "add", "sip:"+u+"@rcs.local", "--password", u+"-secret")
+		require.NoError(t, err, out)
+	}
+	dir, err := os.Getwd()
+	require.NoError(t, err)
+	target := "127.0.0.1:" + strconv.Itoa(p.Port)
+	alicePort, bobPort, carolPort := rcsdproc.FreePort(t), rcsdproc.FreePort(t), rcsdproc.FreePort(t)
+	registerFrom(t, target, alicePort, "alice", "35209900-176148-41")
+	registerFrom(t, target, bobPort, "bob", "35209900-176148-42")
+
+	uas := func(port int, user string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, sippPath(t), "-sf", filepath.Join(dir, "message_uas.xml"), "-t", "u1", "-m", "1", "-nostdin",
+				"-timeout", "25s", "-i", "127.0.0.1", "-p", strconv.Itoa(port), "-key", "user", user, "-key", "peer", "alice", "-key", "domain", "rcs.local")
+			cmd.Dir = t.TempDir()
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				err = fmt.Errorf("%w: %s", err, tail(string(out), 2000))
+			}
+			done <- err
+		}()
+		time.Sleep(300 * time.Millisecond)
+		return done
+	}
+	send := func(peer string) {
+		runSIPp(t, target, "-sf", filepath.Join(dir, "message_uac.xml"), "-t", "u1", "-p", strconv.Itoa(alicePort),
+			"-key", "user", "alice", "-key", "peer", peer, "-key", "domain", "rcs.local")
+	}
+
+	bobDone := uas(bobPort, "bob")
+	send("bob")
+	require.NoError(t, <-bobDone, "bob's side")
+
+	send("carol")
+	m := metrics(t, p)
+	require.Regexp(t, `(?m)^rcsd_messages_delivered_total\{path="direct"\} 1$`, m)
+	require.Regexp(t, `(?m)^rcsd_messages_stored_total 1$`, m)
+	require.Regexp(t, `(?m)^rcsd_messages_stored 1$`, m)
+
+	// carol registers (from her port), then listens there: the stored
+	// message reaches her on the retry after her port went quiet.
+	registerFrom(t, target, carolPort, "carol", "35209900-176148-43")
+	carolDone := uas(carolPort, "carol")
+	require.NoError(t, <-carolDone, "carol's side")
+	require.Eventually(t, func() bool {
+		return regexp.MustCompile(`(?m)^rcsd_messages_stored 0$`).MatchString(metrics(t, p))
+	}, 10*time.Second, 100*time.Millisecond)
+}

@@ -1,0 +1,232 @@
+package pager
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"rcsd/registrar"
+	"rcsd/storage"
+)
+
+// RegistrationChanged implements registrar.Observer: a recipient that
+// gains a binding (registers, or registers another device) gets its
+// stored messages now, whatever their back-off said.
+func (p *Pager) RegistrationChanged(c registrar.Change) {
+	if len(c.After) == 0 {
+		return
+	}
+	known := make(map[string]bool, len(c.Before))
+	for i := range c.Before {
+		known[c.Before[i].Key()] = true
+	}
+	for i := range c.After {
+		if !known[c.After[i].Key()] {
+			p.kickSubscriber(c.AOR)
+			return
+		}
+	}
+}
+
+// kickSubscriber drains the queues of aor and of the subscriber's other
+// public identities (messages are stored under the identity addressed).
+func (p *Pager) kickSubscriber(aor string) {
+	p.kick(aor, true)
+	sub, err := p.store.SubscriberByIMPU(p.ctx, aor)
+	if err != nil {
+		return
+	}
+	for _, u := range sub.IMPUs {
+		if u != aor {
+			p.kick(u, true)
+		}
+	}
+}
+
+// kick starts a drain of recipient's stored messages in the background,
+// or asks the running one to go round again. force ignores back-off.
+func (p *Pager) kick(recipient string, force bool) {
+	p.mu.Lock()
+	if p.draining[recipient] {
+		p.again[recipient] = p.again[recipient] || force
+		p.mu.Unlock()
+		return
+	}
+	p.draining[recipient] = true
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		select {
+		case p.slots <- struct{}{}:
+		case <-p.ctx.Done():
+			p.finishDrain(recipient)
+			return
+		}
+		defer func() { <-p.slots }()
+		for {
+			p.drain(recipient, force)
+			p.mu.Lock()
+			f, again := p.again[recipient]
+			delete(p.again, recipient)
+			if !again && !f || p.ctx.Err() != nil {
+				delete(p.draining, recipient)
+				p.mu.Unlock()
+				return
+			}
+			force = f
+			p.mu.Unlock()
+		}
+	}()
+}
+
+func (p *Pager) finishDrain(recipient string) {
+	p.mu.Lock()
+	delete(p.draining, recipient)
+	delete(p.again, recipient)
+	p.mu.Unlock()
+}
+
+// drainBatch is how many stored messages one read takes.
+const drainBatch = 64
+
+// drain delivers recipient's stored messages in order, one at a time, and
+// stops at the first that the recipient does not take (order is kept; the
+// message waits for its back-off or the next registration).
+func (p *Pager) drain(recipient string, force bool) {
+	ctx := p.ctx
+	for ctx.Err() == nil {
+		ms, err := p.store.PendingMessages(ctx, recipient, drainBatch)
+		if err != nil {
+			p.log.Warn("reading stored messages failed", zap.String("to", recipient), zap.Error(err))
+			return
+		}
+		if len(ms) == 0 {
+			return
+		}
+		for _, m := range ms {
+			now := p.now()
+			if !m.Expires.After(now) {
+				continue // the sweeper expires it
+			}
+			if !force && m.NextAttempt.After(now) {
+				return
+			}
+			dctx, cancel := context.WithTimeout(ctx, p.opts.DeliveryTimeout)
+			out := p.deliver(dctx, m)
+			cancel()
+			switch out.class {
+			case delivered:
+				p.metrics.Delivered.WithLabelValues("stored").Inc()
+				p.metrics.Latency.Observe(p.now().Sub(m.Received).Seconds())
+				if err := p.store.DeleteMessage(ctx, m.Recipient, m.ID); err != nil {
+					// Delivered but still stored: it will go again
+					// (at-least-once); the handset de-duplicates
+					// by imdn.Message-ID.
+					p.log.Warn("delivered message not removed", zap.String("id", m.ID), zap.Error(err))
+					return
+				}
+			case rejected:
+				p.metrics.Failed.WithLabelValues("rejected").Inc()
+				p.log.Info("stored message refused by the recipient", zap.String("to", m.Recipient), zap.String("why", out.why))
+				if err := p.store.DeleteMessage(ctx, m.Recipient, m.ID); err != nil {
+					p.log.Warn("refused message not removed", zap.String("id", m.ID), zap.Error(err))
+					return
+				}
+				p.failed(m, "refused: "+out.why)
+			default:
+				if out.why == noContact {
+					return // its next registration drains it
+				}
+				m.Attempts++
+				m.NextAttempt = p.now().Add(p.backoff(m.Attempts))
+				if err := p.store.UpdateMessage(ctx, m); err != nil {
+					p.log.Warn("recording a failed attempt", zap.String("id", m.ID), zap.Error(err))
+				}
+				p.log.Debug("stored message not taken, will retry", zap.String("to", m.Recipient),
+					zap.String("why", out.why), zap.Time("next", m.NextAttempt))
+				return
+			}
+			force = false // later messages follow the first's fate
+		}
+	}
+}
+
+// backoff doubles from RetryMin up to RetryMax.
+func (p *Pager) backoff(attempts int) time.Duration {
+	d := p.opts.RetryMin
+	for i := 1; i < attempts && d < p.opts.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, p.opts.RetryMax)
+}
+
+// Run expires stored messages and retries those whose back-off has passed
+// until ctx ends.
+func (p *Pager) Run(ctx context.Context) {
+	t := time.NewTicker(p.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.sweep(ctx)
+		}
+	}
+}
+
+func (p *Pager) sweep(ctx context.Context) {
+	now := p.now()
+	gone, err := p.store.ExpireMessages(ctx, now, 10000)
+	if err != nil {
+		p.log.Warn("expiring stored messages failed", zap.Error(err))
+	}
+	for _, m := range gone {
+		p.metrics.Expired.Inc()
+		p.failed(m, "expired undelivered")
+	}
+	after := ""
+	for ctx.Err() == nil {
+		rs, err := p.store.PendingRecipients(ctx, after, 1000)
+		if err != nil {
+			p.log.Warn("listing stored messages failed", zap.Error(err))
+			return
+		}
+		if len(rs) == 0 {
+			return
+		}
+		for _, r := range rs {
+			ms, err := p.store.PendingMessages(ctx, r, 1)
+			if err == nil && len(ms) == 1 && !ms[0].NextAttempt.After(now) && p.reachable(ctx, r) {
+				p.kick(r, false)
+			}
+		}
+		after = rs[len(rs)-1]
+	}
+}
+
+// reachable reports whether a retry can go anywhere: the S-CSCF in ims-as
+// mode, a binding otherwise.
+func (p *Pager) reachable(ctx context.Context, recipient string) bool {
+	if p.opts.Route != nil {
+		return true
+	}
+	bs, err := p.recipientBindings(ctx, recipient)
+	return err == nil && len(bs) > 0
+}
+
+// failed reports a message that will not be delivered. A negative-delivery
+// notification to its sender, where one was asked for, is generated by
+// the IMDN function; a stored notification never causes another one.
+func (p *Pager) failed(m storage.Message, why string) {
+	p.log.Info("message not delivered", zap.String("id", m.ID), zap.String("from", m.Sender),
+		zap.String("to", m.Recipient), zap.String("why", why))
+	p.negativeDelivery(m)
+	if p.onFailed != nil {
+		p.onFailed(m)
+	}
+}
+
+var _ registrar.Observer = (*Pager)(nil)

@@ -1,0 +1,288 @@
+package pager
+
+import (
+	"context"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"rcsd/registrar"
+	"rcsd/storage"
+)
+
+// fixtureMessage turns a spec fixture into a MESSAGE from the handset at
+// local: Request-URI, Via, From, To, Call-ID replaced, line ends CRLF and
+// Content-Length recomputed (the extracted fixtures' lengths are not
+// those of their bodies).
+func fixtureMessage(t *testing.T, name, from, to, local, branch string, edit ...func(string) string) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/" + name)
+	require.NoError(t, err)
+	s := strings.ReplaceAll(string(b), "\r\n", "\n")
+	head, body, _ := strings.Cut(s, "\n\n")
+	lines := strings.Split(head, "\n")
+	lines[0] = "MESSAGE " + to + " SIP/2.0"
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "Via:"):
+			lines[i] = "Via: SIP/2.0/UDP " + local + ";branch=" + branch + ";rport"
+		case strings.HasPrefix(l, "From:"):
+			lines[i] = "From: <" + from + ">;tag=f" + branch
+		case strings.HasPrefix(l, "To:"):
+			lines[i] = "To: <" + to + ">"
+		case strings.HasPrefix(l, "Call-ID:"):
+			lines[i] = "Call-ID: " + branch + "@test"
+		}
+	}
+	head = strings.Join(lines, "\n")
+	for _, e := range edit {
+		head = e(head)
+	}
+	body = strings.ReplaceAll(body, "\n", "\r\n")
+	head = regexp.MustCompile(`(?m)^Content-Length:.*$`).ReplaceAllString(head, "Content-Length: "+strconv.Itoa(len(body)))
+	return strings.ReplaceAll(head, "\n", "\r\n") + "\r\n\r\n" + body
+}
+
+func drop(name string) func(string) string {
+	return func(h string) string {
+		return regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`:.*\n?`).ReplaceAllString(h, "")
+	}
+}
+
+func set(name, value string) func(string) string {
+	return func(h string) string {
+		return regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`:.*$`).ReplaceAllLiteralString(h, name+": "+value)
+	}
+}
+
+func (e *env) registered(t *testing.T, aor string, h *handset) {
+	t.Helper()
+	before, err := e.store.Bindings(context.Background(), aor, time.Now())
+	require.NoError(t, err)
+	e.bind(t, aor, h, "dev"+strconv.Itoa(len(before)))
+	after, err := e.store.Bindings(context.Background(), aor, time.Now())
+	require.NoError(t, err)
+	e.p.RegistrationChanged(registrar.Change{AOR: aor, Before: before, After: after, At: time.Now()})
+}
+
+func (e *env) count(t *testing.T) int {
+	t.Helper()
+	n, err := e.store.CountMessages(context.Background())
+	require.NoError(t, err)
+	return n
+}
+
+// An RCS message to an offline recipient is stored before the 202, and
+// delivered the moment the recipient registers; the sender's IDs and the
+// body arrive unchanged, the sender asserted.
+func TestStoreAndForward(t *testing.T) {
+	e := start(t, nil)
+	alice, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	srv := e.srv.Addr("udp")
+
+	for i, branch := range []string{"z9hG4bK-sf1", "z9hG4bK-sf2", "z9hG4bK-sf3"} {
+		msg := fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), branch,
+			set("Contribution-ID", "contrib-"+strconv.Itoa(i)))
+		// Each its own imdn.Message-ID (same length: Content-Length holds).
+		alice.send(srv, strings.Replace(msg, "W8dcb0vf", "W8dcb0v"+strconv.Itoa(i), 1))
+		res := readFinal(alice)
+		require.Equal(t, 202, status(res), res)
+		assert.Regexp(t, `(?m)^Server: IM-serv`, res)
+		assert.Regexp(t, `(?m)^To: <sip:bob@rcs.local>;tag=\S+\r$`, res)
+	}
+	assert.Equal(t, 3, e.count(t), "stored before the 202")
+
+	e.registered(t, "sip:bob@rcs.local", bob)
+	for i := range 3 {
+		got, _ := bob.read(5 * time.Second)
+		require.NotEmpty(t, got, "stored message %d delivered on registration", i)
+		assert.Equal(t, "contrib-"+strconv.Itoa(i), header(got, "Contribution-ID"), "in order")
+		assert.Equal(t, "u13900010001010203", header(got, "Conversation-ID"))
+		assert.Equal(t, "<sip:alice@rcs.local>", header(got, "P-Asserted-Identity"))
+		assert.Equal(t, "urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg", header(got, "P-Asserted-Service"))
+		assert.Equal(t, "IM-serv/OMA1.0 rcsd-test", header(got, "User-Agent"))
+		assert.Contains(t, got, "imdn.Message-ID: W8dcb0v"+strconv.Itoa(i))
+		bob.send(srv, answer(got, 200, "OK"))
+	}
+	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond, "removed after the 2xx")
+}
+
+// A registered recipient that does not answer in time: stored (202), and
+// retried after the back-off by the sweeper.
+func TestUnreachableThenRetried(t *testing.T) {
+	e := start(t, nil, func(o *Options) { o.DeliveryTimeout = 300 * time.Millisecond })
+	sweep, stop := context.WithCancel(context.Background())
+	defer stop()
+	go e.p.Run(sweep)
+	alice, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	e.bind(t, "sip:bob@rcs.local", bob, "bob")
+	srv := e.srv.Addr("udp")
+
+	alice.send(srv, fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-u1"))
+	first, _ := bob.read(2 * time.Second)
+	require.NotEmpty(t, first, "tried at once")
+	res := readFinal(alice) // bob stays silent
+	require.Equal(t, 202, status(res), res)
+	require.Equal(t, 1, e.count(t))
+
+	// The retry comes after RetryMin (1s); this time bob answers.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		got, _ := bob.read(time.Second)
+		if got != "" && header(got, "Call-ID") != header(first, "Call-ID") {
+			bob.send(srv, answer(got, 200, "OK"))
+			break
+		}
+	}
+	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond)
+}
+
+// A copy of a stored message (same Call-ID and CSeq, or the same
+// imdn.Message-ID from the same sender) is answered 202 and not stored
+// again.
+func TestDuplicateStoredOnce(t *testing.T) {
+	e := start(t, nil)
+	alice := newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	srv := e.srv.Addr("udp")
+	msg := fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-d1")
+	alice.send(srv, msg)
+	require.Equal(t, 202, status(readFinal(alice)))
+	// Same request again on a new transaction (a client resending after
+	// a timeout), then a new request carrying the same imdn.Message-ID.
+	alice.send(srv, strings.Replace(msg, "branch=z9hG4bK-d1", "branch=z9hG4bK-d1b", 1))
+	require.Equal(t, 202, status(readFinal(alice)))
+	alice.send(srv, fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-d2"))
+	require.Equal(t, 202, status(readFinal(alice)))
+	assert.Equal(t, 1, e.count(t))
+}
+
+// Stored messages past their lifetime are dropped and reported.
+func TestExpiry(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	e := start(t, nil, func(o *Options) { o.Now = func() time.Time { return time.Unix(0, now.Load()) } })
+	var failed []storage.Message
+	e.p.onFailed = func(m storage.Message) { failed = append(failed, m) }
+	alice := newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	alice.send(e.srv.Addr("udp"), fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-e1"))
+	require.Equal(t, 202, status(readFinal(alice)))
+	e.p.sweep(context.Background())
+	assert.Equal(t, 1, e.count(t), "not yet")
+	now.Add(int64(7*24*time.Hour + time.Second))
+	e.p.sweep(context.Background())
+	assert.Equal(t, 0, e.count(t))
+	require.Len(t, failed, 1)
+	assert.Equal(t, "sip:alice@rcs.local", failed[0].Sender)
+}
+
+func TestKeepAliveNotStored(t *testing.T) {
+	e := start(t, nil)
+	alice := newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	msg := fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-k1")
+	msg = strings.Replace(msg, ";branch=z9hG4bK-k1", ";rkeep=600;branch=z9hG4bK-k1", 1)
+	alice.send(e.srv.Addr("udp"), msg)
+	assert.Equal(t, 200, status(readFinal(alice)))
+	assert.Zero(t, e.count(t))
+}
+
+func TestStorageDownIsNot202(t *testing.T) {
+	e := start(t, nil)
+	alice := newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	require.NoError(t, e.store.Close())
+	alice.send(e.srv.Addr("udp"), message("sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-x1"))
+	res := readFinal(alice)
+	assert.Equal(t, 503, status(res), res)
+}
+
+// One message to a recipient list reaches every listed recipient, online
+// or not (seed 001 fig 5-18, fixture 16).
+func TestRecipientList(t *testing.T) {
+	e := start(t, nil)
+	alice, user3 := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	e.bind(t, "sip:user3@bj.ims.mnc000.mcc460.3gppnetwork.org", user3, "user3")
+	alice.send(e.srv.Addr("udp"), fixtureMessage(t, "16-pager-message-recipient-list.txt", "sip:alice@rcs.local", "sip:msgas@rcs.local", alice.addr(), "z9hG4bK-l1"))
+	res := readFinal(alice)
+	require.Equal(t, 202, status(res), res)
+	got, _ := user3.read(5 * time.Second)
+	require.NotEmpty(t, got, "the online member gets it")
+	assert.Equal(t, "message/cpim", header(got, "Content-Type"))
+	assert.Contains(t, got, "From: <anonymous@anonymous.invalid >")
+	assert.NotContains(t, got, "resource-lists")
+	user3.send(e.srv.Addr("udp"), answer(got, 200, "OK"))
+	require.Eventually(t, func() bool {
+		ms, _ := e.store.PendingMessages(context.Background(), "sip:user4@bj.ims.mnc000.mcc460.3gppnetwork.org", 0)
+		return len(ms) == 1 && e.count(t) == 1
+	}, 3*time.Second, 20*time.Millisecond, "the offline member's copy stays stored")
+}
+
+// Seed 001 §5.1.1.1.1-§5.1.1.1.2: what claims to be RCS is checked, and
+// every refusal names what is wrong.
+func TestValidation(t *testing.T) {
+	e := start(t, nil)
+	alice, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	e.bind(t, "sip:bob@rcs.local", bob, "bob")
+	cases := []struct {
+		name, fixture string
+		edit          []func(string) string
+		body          func(string) string
+		want          string
+	}{
+		{"missing Conversation-ID", "15-pager-message-one-to-one.txt", []func(string) string{drop("Conversation-ID")}, nil, "400 Missing Conversation-ID header"},
+		{"missing Contribution-ID", "15-pager-message-one-to-one.txt", []func(string) string{drop("Contribution-ID")}, nil, "400 Missing Contribution-ID header"},
+		{"missing Accept-Contact", "15-pager-message-one-to-one.txt", []func(string) string{drop("Accept-Contact")}, nil, "400 Missing Accept-Contact header"},
+		{"empty User-Agent", "15-pager-message-one-to-one.txt", []func(string) string{set("User-Agent", "")}, nil, "400 Empty User-Agent header"},
+		{"empty optional header", "15-pager-message-one-to-one.txt", []func(string) string{set("Allow", "")}, nil, "400 Empty Allow header"},
+		{"wrong service", "15-pager-message-one-to-one.txt", []func(string) string{set("P-Preferred-Service", "urn:urn-7:3gpp-service.ims.icsi.mmtel"), set("Accept-Contact", `*;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg"`)}, nil, "400 Wrong P-Preferred-Service"},
+		{"unsupported type", "15-pager-message-one-to-one.txt", []func(string) string{set("Content-Type", "image/png")}, nil, "400 Unsupported Content-Type image/png"},
+		{"boundary without multipart/mixed", "15-pager-message-one-to-one.txt", []func(string) string{set("Content-Type", "message/cpim;boundary=x")}, nil, "400 Boundary Only With multipart/mixed"},
+		{"duplicate CPIM header", "15-pager-message-one-to-one.txt", nil, func(b string) string {
+			return strings.Replace(b, "imdn.Message-ID: W8dcb0vf\r\n", "imdn.Message-ID: W8dcb0vf\r\nimdn.Message-ID: again\r\n", 1)
+		}, "400 Duplicate CPIM Header"},
+		{"duplicate part type", "16-pager-message-recipient-list.txt", nil, func(b string) string {
+			i := strings.Index(b, "--jXfWUFcrCxZEXdN\r\nContent-Type: message/cpim")
+			j := strings.LastIndex(b, "--jXfWUFcrCxZEXdN--")
+			return b[:j] + b[i:j] + b[j:]
+		}, "400 Duplicate message/cpim Body Part"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			msg := fixtureMessage(t, tc.fixture, "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-v"+strconv.Itoa(i), tc.edit...)
+			if tc.body != nil {
+				head, body, _ := strings.Cut(msg, "\r\n\r\n")
+				body = tc.body(body)
+				head = regexp.MustCompile(`(?m)^Content-Length:.*$`).ReplaceAllString(head, "Content-Length: "+strconv.Itoa(len(body))+"\r")
+				msg = head + "\r\n\r\n" + body
+			}
+			alice.send(e.srv.Addr("udp"), msg)
+			res := readFinal(alice)
+			assert.True(t, strings.HasPrefix(res, "SIP/2.0 "+tc.want+"\r\n"), res)
+			if strings.Contains(tc.want, "Unsupported") {
+				assert.Regexp(t, `(?m)^Accept: message/cpim, `, res)
+			}
+			got, _ := bob.read(200 * time.Millisecond)
+			assert.Empty(t, got, "nothing delivered")
+		})
+	}
+	// The spec's own payloads pass: a bare vemoticon (fixture 17, quirk Q12).
+	alice.send(e.srv.Addr("udp"), fixtureMessage(t, "17-pager-message-vemoticon.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-vem"))
+	got, _ := bob.read(5 * time.Second)
+	require.NotEmpty(t, got)
+	assert.Equal(t, "application/vemoticon+xml", header(got, "Content-Type"))
+	bob.send(e.srv.Addr("udp"), answer(got, 200, "OK"))
+	assert.Equal(t, 200, status(readFinal(alice)))
+}
