@@ -37,6 +37,8 @@ fuzz:
 	$(GO) test ./registrar -run '^$$' -fuzz FuzzThirdParty -fuzztime 20s
 	$(GO) test ./regevent -run '^$$' -fuzz FuzzParse -fuzztime 20s
 	$(GO) test ./secagree -run '^$$' -fuzz FuzzParse -fuzztime 20s
+	$(GO) test ./cpim -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./imdn -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
 bench: bench-register
 

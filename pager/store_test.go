@@ -286,3 +286,75 @@ func TestValidation(t *testing.T) {
 	bob.send(e.srv.Addr("udp"), answer(got, 200, "OK"))
 	assert.Equal(t, 200, status(readFinal(alice)))
 }
+
+// withBody replaces a wire message's body, fixing its Content-Length.
+func withBody(msg string, edit func(string) string) string {
+	head, body, _ := strings.Cut(msg, "\r\n\r\n")
+	body = edit(body)
+	head = regexp.MustCompile(`(?m)^Content-Length:.*$`).ReplaceAllString(head, "Content-Length: "+strconv.Itoa(len(body))+"\r")
+	return head + "\r\n\r\n" + body
+}
+
+// An IMDN from the recipient reaches the original sender even when the
+// sender went offline meanwhile: stored (202) and delivered at the
+// sender's next registration (seed 001 figs 5-24..5-27, fixtures 20-23).
+func TestIMDNToOfflineSender(t *testing.T) {
+	e := start(t, nil)
+	bob, alice := newHandset(t), newHandset(t)
+	e.bind(t, "sip:bob@rcs.local", bob, "bob")
+	srv := e.srv.Addr("udp")
+	bob.send(srv, fixtureMessage(t, "20-imdn-ue-to-server.txt", "sip:bob@rcs.local", "sip:alice@rcs.local", bob.addr(), "z9hG4bK-n1"))
+	res := readFinal(bob)
+	require.Equal(t, 202, status(res), res)
+	require.Equal(t, 1, e.count(t))
+
+	e.registered(t, "sip:alice@rcs.local", alice)
+	got, _ := alice.read(5 * time.Second)
+	require.NotEmpty(t, got)
+	assert.Equal(t, "<sip:bob@rcs.local>", header(got, "P-Asserted-Identity"))
+	assert.Contains(t, got, "Content-Type: message/imdn+xml")
+	assert.Contains(t, got, "<message-id>dpecbMzb</message-id>")
+	alice.send(srv, answer(got, 200, "OK"))
+	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond)
+}
+
+// A stored message that asked for negative-delivery and expires makes
+// rcsd send its sender a "failed" delivery notification — once, and never
+// a notification about a notification.
+func TestExpiryNegativeDelivery(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	e := start(t, nil, func(o *Options) { o.Now = func() time.Time { return time.Unix(0, now.Load()) } })
+	alice, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	e.bind(t, "sip:bob@rcs.local", bob, "bob")
+	srv := e.srv.Addr("udp")
+	msg := withBody(fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:carol@rcs.local", alice.addr(), "z9hG4bK-neg"),
+		func(b string) string {
+			return strings.Replace(b, "imdn.Disposition-Notification: display", "imdn.Disposition-Notification: positive-delivery, negative-delivery", 1)
+		})
+	alice.send(srv, msg)
+	require.Equal(t, 202, status(readFinal(alice)))
+	// An IMDN to carol (offline) expires too: no notification about it.
+	bob.send(srv, fixtureMessage(t, "20-imdn-ue-to-server.txt", "sip:bob@rcs.local", "sip:carol@rcs.local", bob.addr(), "z9hG4bK-neg2"))
+	require.Equal(t, 202, status(readFinal(bob)))
+
+	now.Add(int64(7*24*time.Hour + time.Second))
+	// alice is still registered a week later (a fresh binding).
+	later := time.Unix(0, now.Load())
+	_, err := e.store.UpdateBindings(context.Background(), "sip:alice@rcs.local", later, func([]storage.Binding) ([]storage.Binding, error) {
+		return []storage.Binding{{AOR: "sip:alice@rcs.local", Contact: "sip:alice@" + alice.addr(), CallID: "a", CSeq: 2,
+			Expires: later.Add(time.Hour), Transport: "udp", Source: alice.addr(), Local: srv}}, nil
+	})
+	require.NoError(t, err)
+	e.p.sweep(context.Background())
+	got, _ := alice.read(5 * time.Second)
+	require.NotEmpty(t, got, "the sender is told")
+	assert.Equal(t, "<sip:carol@rcs.local>", header(got, "P-Asserted-Identity"), "on behalf of the recipient")
+	assert.Contains(t, got, "Content-Disposition: notification")
+	assert.Contains(t, got, "<message-id>W8dcb0vf</message-id>")
+	assert.Contains(t, got, "<failed/>")
+	alice.send(srv, answer(got, 200, "OK"))
+	other, _ := bob.read(500 * time.Millisecond)
+	assert.Empty(t, other, "no notification about an expired notification")
+}
