@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -79,6 +80,9 @@ type Options struct {
 	MaxDrains int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Capabilities are the feature tags rcsd states for an offline RCS
+	// user's OPTIONS (SetContact gives the address).
+	Capabilities []string
 }
 
 func (o *Options) defaults() {
@@ -106,6 +110,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Capabilities == nil {
+		o.Capabilities = DefaultCapabilities
+	}
 }
 
 // Pager is the messaging function.
@@ -123,6 +130,8 @@ type Pager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	slots  chan struct{} // MaxDrains
+
+	contact atomic.Pointer[string] // host:port of OPTIONS answered for offline users
 
 	// onFailed is told about messages given up (expired, refused).
 	onFailed func(storage.Message)
@@ -328,6 +337,10 @@ func newTag() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// SetContact sets rcsd's host:port stated in the Contact of OPTIONS it
+// answers for offline users; known once the listeners are bound.
+func (p *Pager) SetContact(hostport string) { p.contact.Store(&hostport) }
 
 // Close stops the background work and waits for it.
 func (p *Pager) Close() {

@@ -89,9 +89,10 @@ func message(from, to, local, branch string, extra ...string) string {
 }
 
 type env struct {
-	srv   *rsip.Server
-	store *memory.Store
-	p     *Pager
+	srv    *rsip.Server
+	store  *memory.Store
+	p      *Pager
+	router *rsip.Router
 }
 
 func start(t *testing.T, route *ims.Route, mutate ...func(*Options)) *env {
@@ -115,13 +116,14 @@ func start(t *testing.T, route *ims.Route, mutate ...func(*Options)) *env {
 	p := New(opts, store, srv, log, NewMetrics(prometheus.NewRegistry(), nil))
 	t.Cleanup(p.Close)
 	router.HandleTx("MESSAGE", p.ServeSIP)
+	router.HandleTx("OPTIONS", p.ServeOPTIONS)
 	require.NoError(t, srv.Start(context.Background()))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
-	return &env{srv: srv, store: store, p: p}
+	return &env{srv: srv, store: store, p: p, router: router}
 }
 
 func (e *env) bind(t *testing.T, aor string, h *handset, key string) {

@@ -10,12 +10,12 @@ import (
 
 // optionsHandler answers OPTIONS addressed to the server itself (keepalive
 // and monitoring probes: a Request-URI without user part) with 200 and its
-// capabilities. OPTIONS to a user is capability discovery, a later issue's
-// job; until then it gets 404, never a silent drop.
-func optionsHandler(router *rsip.Router) rsip.Handler {
-	return func(_ context.Context, req *siplib.Request) *siplib.Response {
+// capabilities; an OPTIONS to a user is capability discovery (seed 001
+// §5.1.3.6), which the messaging function answers.
+func optionsHandler(router *rsip.Router, users rsip.Handler) rsip.Handler {
+	return func(ctx context.Context, req *siplib.Request) *siplib.Response {
 		if req.Recipient.User != "" {
-			return rsip.NewResponse(req, 404, "Not Found")
+			return users(ctx, req)
 		}
 		res := rsip.NewResponse(req, 200, "OK")
 		res.AppendHeader(siplib.NewHeader("Allow", router.Allow()))

@@ -214,7 +214,8 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}, store, server, log.Named("pager"), pagerMetrics)
 	router.HandleTx("MESSAGE", pagerHandler.ServeSIP)
 	registrarHandler.Observe(pagerHandler)
-	router.Handle("OPTIONS", optionsHandler(router))
+	// Transactional: an OPTIONS to a user waits on the user's handsets.
+	router.HandleTx("OPTIONS", optionsHandler(router, pagerHandler.ServeOPTIONS))
 
 	httpSrv := admin.New(store, metricsRegistry, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, cfg.HTTP.Pprof, log.Named("http"))
 	if cfg.HTTP.Listen != "" {
@@ -237,6 +238,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	if regEvents != nil {
 		regEvents.SetContact("sip:" + advertised(&cfg, server.Listeners()))
 	}
+	pagerHandler.SetContact(advertised(&cfg, server.Listeners()))
 	go func() {
 		defer close(regEventsDone)
 		if regEvents != nil {
