@@ -38,6 +38,7 @@ type Server struct {
 	token         string
 	realm, domain string
 	log           *zap.Logger
+	mux           *http.ServeMux
 	ready         atomic.Bool
 	http          *http.Server
 	ln            net.Listener
@@ -47,6 +48,7 @@ type Server struct {
 func New(store storage.Store, g prometheus.Gatherer, token, realm, domain string, pprof bool, log *zap.Logger) *Server {
 	s := &Server{store: store, gatherer: g, token: token, realm: realm, domain: domain, log: log}
 	mux := http.NewServeMux()
+	s.mux = mux
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
@@ -63,6 +65,10 @@ func New(store storage.Store, g prometheus.Gatherer, token, realm, domain string
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s
 }
+
+// Handle adds an operator endpoint behind the admin API's access rule
+// (loopback only, or the admin token); call before Start.
+func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, s.guard(h)) }
 
 // SetReady marks the process ready (listeners bound).
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }

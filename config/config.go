@@ -57,6 +57,13 @@ type Pager struct {
 	SweepInterval time.Duration `yaml:"sweep_interval"`
 	// MaxRecipients bounds a recipient list (one-to-many send).
 	MaxRecipients int `yaml:"max_recipients"`
+	// SpamNumber receives spam reports (seed 001 §5.1.3.8); empty turns
+	// them off. ReportLifetime is how long a report is kept.
+	SpamNumber     string        `yaml:"spam_number"`
+	ReportLifetime time.Duration `yaml:"report_lifetime"`
+	// Capabilities are the feature tags stated for an offline RCS user
+	// asked with OPTIONS (seed 001 §5.1.3.6.2).
+	Capabilities []string `yaml:"capabilities"`
 }
 
 // Modes.
@@ -219,7 +226,12 @@ func Default() Config {
 		},
 		IMS: IMS{TrustedPeers: []string{}},
 		Pager: Pager{DeliveryTimeout: 8 * time.Second, Lifetime: 7 * 24 * time.Hour, RetryMin: 30 * time.Second,
-			RetryMax: time.Hour, SweepInterval: 10 * time.Second, MaxRecipients: 100},
+			RetryMax: time.Hour, SweepInterval: 10 * time.Second, MaxRecipients: 100,
+			SpamNumber: "+861008699999", ReportLifetime: 90 * 24 * time.Hour,
+			Capabilities: []string{
+				`+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.largemsg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.filetransfer,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"`,
+				`+g.3gpp.iari-ref="urn%3Aurn-7%3A3gpp-application.ims.iari.rcs.mnc000.mcc460.publicmsg,urn%3Aurn-7%3A3gpp-application.ims.iari.rcs.mnc000.mcc460.gpmanage"`,
+			}},
 		Limits: Limits{ShutdownTimeout: 10 * time.Second},
 	}
 }

@@ -4,14 +4,15 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the messaging function's Prometheus metrics.
 type Metrics struct {
-	Received   prometheus.Counter
-	Delivered  *prometheus.CounterVec // by path: direct, stored
-	Stored     prometheus.Counter
-	Duplicates prometheus.Counter
-	Expired    prometheus.Counter
-	Failed     *prometheus.CounterVec // by reason
-	Refused    *prometheus.CounterVec // by status
-	Latency    prometheus.Histogram   // arrival to delivery
+	Received    prometheus.Counter
+	Delivered   *prometheus.CounterVec // by path: direct, stored
+	Stored      prometheus.Counter
+	Duplicates  prometheus.Counter
+	Expired     prometheus.Counter
+	Failed      *prometheus.CounterVec // by reason
+	Refused     *prometheus.CounterVec // by status
+	Latency     prometheus.Histogram   // arrival to delivery
+	SpamReports prometheus.Counter
 }
 
 // NewMetrics registers the metrics; depth reports the stored messages
@@ -35,8 +36,10 @@ func NewMetrics(reg prometheus.Registerer, depth func() float64) *Metrics {
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rcsd_message_delivery_seconds",
 			Help:    "Time from a message's arrival to its delivery.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 30, 300, 3600, 86400}}),
+		SpamReports: prometheus.NewCounter(prometheus.CounterOpts{Name: "rcsd_spam_reports_total",
+			Help: "Spam reports received (seed 001 §5.1.3.8)."}),
 	}
-	reg.MustRegister(m.Received, m.Delivered, m.Stored, m.Duplicates, m.Expired, m.Failed, m.Refused, m.Latency)
+	reg.MustRegister(m.SpamReports, m.Received, m.Delivered, m.Stored, m.Duplicates, m.Expired, m.Failed, m.Refused, m.Latency)
 	if depth != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rcsd_messages_stored",
 			Help: "Messages stored now, waiting for their recipients."}, depth))

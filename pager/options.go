@@ -3,6 +3,7 @@ package pager
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	siplib "github.com/emiago/sipgo/sip"
@@ -32,7 +33,7 @@ var DefaultCapabilities = []string{
 // ims-as mode anyone the S-CSCF routes here, since its filter criteria
 // send only RCS subscribers' requests to the messaging AS.
 func (p *Pager) ServeOPTIONS(ctx context.Context, req *siplib.Request) *siplib.Response {
-	if req.Recipient.User == "" {
+	if ToServer(req) {
 		return nil
 	}
 	from, res := p.identify(ctx, req)
@@ -129,4 +130,10 @@ func (p *Pager) forwardOptions(ctx context.Context, req *siplib.Request, from st
 		}
 	}
 	return nil
+}
+
+// ToServer reports whether a request is addressed to rcsd itself (a sip:
+// Request-URI without user part) rather than to a user.
+func ToServer(req *siplib.Request) bool {
+	return req.Recipient.User == "" && !strings.EqualFold(req.Recipient.Scheme, "tel")
 }

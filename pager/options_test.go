@@ -2,8 +2,10 @@ package pager
 
 import (
 	"context"
+	"net/http/httptest"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -69,4 +71,58 @@ func TestOptionsCapabilities(t *testing.T) {
 	res = readFinal(alice)
 	require.Equal(t, 200, status(res), res)
 	assert.Contains(t, header(res, "Contact"), "sip:bob@"+bob.addr(), "the handset's own capabilities")
+}
+
+// A spam report (seed 001 §5.1.3.8, chat-group fixture 41 as a pager
+// MESSAGE) is kept, counted and listed for the operator; a malformed one
+// is refused naming what is missing.
+func TestSpamReport(t *testing.T) {
+	e := start(t, nil, func(o *Options) { o.SpamNumber = "+861008699999" })
+	alice := newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	body := "--BY\r\nContent-Type: text/plain;charset=UTF-8\r\n\r\n" +
+		"Spam-From:baduser@bj.ims.mnc000.mcc460.3gppnetwork.org\r\nSpam-To:user1@bj.ims.mnc000.mcc460.3gppnetwork.org\r\nDateTime:2014-03-15T21:22:23+08:00\r\n" +
+		"--BY\r\nContent-Type: message/cpim\r\n\r\nFrom: <sip:anonymous@anonymous.invalid >\r\nTo: <sip:anonymous@anonymous.invalid >\r\nNS: imdn<urn:ietf:params:imdn>\r\nimdn.Message-ID: tBecblZU\r\n\r\nContent-Type: text/plain\r\n\r\nbuy now\r\n--BY--\r\n"
+	report := func(branch, body string) string {
+		return "MESSAGE tel:+861008699999 SIP/2.0\r\nVia: SIP/2.0/UDP " + alice.addr() + ";branch=" + branch + ";rport\r\nMax-Forwards: 70\r\n" +
+			"From: <sip:alice@rcs.local>;tag=s\r\nTo: <tel:+861008699999>\r\nCall-ID: " + branch + "\r\nCSeq: 1 MESSAGE\r\n" +
+			"Accept-Contact: *;+g.3gpp.icsi-ref=\"urn:3Aurn-7:3A3gpp-service.ims.icsi.oma.cpm.msg\"\r\nUser-Agent: RCS/1.3.0C(And)\r\n" +
+			"P-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg\r\nConversation-ID:u13900010001010203\r\nContribution-ID:u201403011700010006\r\n" +
+			"Content-Type: multipart/mixed;boundary=BY\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	alice.send(e.srv.Addr("udp"), report("z9hG4bK-spam1", body))
+	res := readFinal(alice)
+	require.Equal(t, 202, status(res), res)
+
+	rs, err := e.p.SpamReports(context.Background(), 0)
+	require.NoError(t, err)
+	require.Len(t, rs, 1)
+	assert.Equal(t, "sip:alice@rcs.local", rs[0].Reporter)
+	assert.Equal(t, "baduser@bj.ims.mnc000.mcc460.3gppnetwork.org", rs[0].SpamFrom)
+	assert.Equal(t, "2014-03-15T21:22:23+08:00", rs[0].DateTime)
+	assert.Equal(t, []string{"message/cpim"}, rs[0].Parts)
+
+	rec := httptest.NewRecorder()
+	e.p.ServeSpamReports(rec, httptest.NewRequest("GET", "/admin/spam-reports", nil))
+	assert.Equal(t, 200, rec.Code)
+	assert.Contains(t, rec.Body.String(), `"spam_to":"user1@bj.ims.mnc000.mcc460.3gppnetwork.org"`)
+
+	alice.send(e.srv.Addr("udp"), report("z9hG4bK-spam2", strings.Replace(body, "Spam-To:", "Spam-Whom:", 1)))
+	res = readFinal(alice)
+	assert.True(t, strings.HasPrefix(res, "SIP/2.0 400 Spam Report Without Spam-To\r\n"), res)
+
+	// Reports are never delivered anywhere: the sweeper leaves them.
+	e.p.sweep(context.Background())
+	rs, err = e.p.SpamReports(context.Background(), 0)
+	require.NoError(t, err)
+	assert.Len(t, rs, 1)
+
+	rec = httptest.NewRecorder()
+	req := httptest.NewRequest("DELETE", "/admin/spam-reports/"+rs[0].ID, nil)
+	req.SetPathValue("id", rs[0].ID)
+	e.p.DeleteSpamReport(rec, req)
+	assert.Equal(t, 204, rec.Code)
+	rs, err = e.p.SpamReports(context.Background(), 0)
+	require.NoError(t, err)
+	assert.Empty(t, rs)
 }

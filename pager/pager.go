@@ -83,6 +83,11 @@ type Options struct {
 	// Capabilities are the feature tags rcsd states for an offline RCS
 	// user's OPTIONS (SetContact gives the address).
 	Capabilities []string
+	// SpamNumber is the report number (seed 001 §5.1.3.8); "" turns spam
+	// reports off. ReportLifetime is how long a report is kept. Defaults
+	// "" and 90 days.
+	SpamNumber     string
+	ReportLifetime time.Duration
 }
 
 func (o *Options) defaults() {
@@ -109,6 +114,9 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ReportLifetime <= 0 {
+		o.ReportLifetime = 90 * 24 * time.Hour
 	}
 	if o.Capabilities == nil {
 		o.Capabilities = DefaultCapabilities
@@ -173,6 +181,9 @@ func (p *Pager) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Respo
 		if body, err = validate(req); err != nil {
 			return p.refuseBad(req, err)
 		}
+	}
+	if p.isSpamReport(req) {
+		return p.spamReport(ctx, req, from)
 	}
 	if isList(req, p.opts.Domain) {
 		return p.recipientList(ctx, req, from, body)

@@ -184,6 +184,9 @@ func (p *Pager) sweep(ctx context.Context) {
 		p.log.Warn("expiring stored messages failed", zap.Error(err))
 	}
 	for _, m := range gone {
+		if internal(m.Recipient) {
+			continue // a kept report reached its lifetime
+		}
 		p.metrics.Expired.Inc()
 		p.failed(m, "expired undelivered")
 	}
@@ -198,6 +201,9 @@ func (p *Pager) sweep(ctx context.Context) {
 			return
 		}
 		for _, r := range rs {
+			if internal(r) {
+				continue
+			}
 			ms, err := p.store.PendingMessages(ctx, r, 1)
 			if err == nil && len(ms) == 1 && !ms[0].NextAttempt.After(now) && p.reachable(ctx, r) {
 				p.kick(r, false)

@@ -5,6 +5,7 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 
+	"rcsd/pager"
 	rsip "rcsd/sip"
 )
 
@@ -14,7 +15,7 @@ import (
 // §5.1.3.6), which the messaging function answers.
 func optionsHandler(router *rsip.Router, users rsip.Handler) rsip.Handler {
 	return func(ctx context.Context, req *siplib.Request) *siplib.Response {
-		if req.Recipient.User != "" {
+		if !pager.ToServer(req) {
 			return users(ctx, req)
 		}
 		res := rsip.NewResponse(req, 200, "OK")

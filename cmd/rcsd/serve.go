@@ -210,7 +210,8 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		Route: route, UserAgent: cfg.SIP.ServerHeader, Domain: cfg.Domain,
 		DeliveryTimeout: cfg.Pager.DeliveryTimeout, Lifetime: cfg.Pager.Lifetime,
 		RetryMin: cfg.Pager.RetryMin, RetryMax: cfg.Pager.RetryMax, SweepInterval: cfg.Pager.SweepInterval,
-		MaxRecipients: cfg.Pager.MaxRecipients,
+		MaxRecipients: cfg.Pager.MaxRecipients, SpamNumber: cfg.Pager.SpamNumber, ReportLifetime: cfg.Pager.ReportLifetime,
+		Capabilities: cfg.Pager.Capabilities,
 	}, store, server, log.Named("pager"), pagerMetrics)
 	router.HandleTx("MESSAGE", pagerHandler.ServeSIP)
 	registrarHandler.Observe(pagerHandler)
@@ -218,6 +219,8 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	router.HandleTx("OPTIONS", optionsHandler(router, pagerHandler.ServeOPTIONS))
 
 	httpSrv := admin.New(store, metricsRegistry, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, cfg.HTTP.Pprof, log.Named("http"))
+	httpSrv.Handle("GET /admin/spam-reports", pagerHandler.ServeSpamReports)
+	httpSrv.Handle("DELETE /admin/spam-reports/{id}", pagerHandler.DeleteSpamReport)
 	if cfg.HTTP.Listen != "" {
 		if err := httpSrv.Start(cfg.HTTP.Listen); err != nil {
 			return err
