@@ -70,6 +70,10 @@ func New(store storage.Store, g prometheus.Gatherer, token, realm, domain string
 // (loopback only, or the admin token); call before Start.
 func (s *Server) Handle(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, s.guard(h)) }
 
+// HandleOpen adds an endpoint that does its own authentication (not the
+// admin rule); call before Start.
+func (s *Server) HandleOpen(pattern string, h http.HandlerFunc) { s.mux.HandleFunc(pattern, h) }
+
 // SetReady marks the process ready (listeners bound).
 func (s *Server) SetReady(v bool) { s.ready.Store(v) }
 

@@ -37,7 +37,23 @@ type Config struct {
 	Reg     Reg    `yaml:"registrar"`
 	IMS     IMS    `yaml:"ims"`
 	Pager   Pager  `yaml:"pager"`
+	PA      PA     `yaml:"public_accounts"`
 	Limits  Limits `yaml:"limits"`
+}
+
+// PA connects rcsd to a public account platform (seed 001 §5.1.3.7).
+type PA struct {
+	// Domain is the PSI domain of the accounts (as1.pa.rcs.chinamobile.com
+	// in the spec); empty turns public accounts off.
+	Domain string `yaml:"domain"`
+	// Webhook is where users' messages to accounts are POSTed (JSON).
+	Webhook string `yaml:"webhook"`
+	// Token is the bearer token of both directions: rcsd sends it to the
+	// webhook and requires it on POST /pa/messages.
+	Token string `yaml:"token"`
+	// PagerLimit is the largest account message sent in pager mode; larger
+	// ones need large-message mode (MSRP, a later release) and get 413.
+	PagerLimit int `yaml:"pager_limit"`
 }
 
 // Pager configures pager-mode messaging and store-and-forward.
@@ -512,6 +528,17 @@ func (c *Config) Validate() []string {
 	}
 	if c.Pager.SweepInterval < 100*time.Millisecond {
 		add("pager.sweep_interval", "want at least 100ms, got %s", c.Pager.SweepInterval)
+	}
+	if c.PA.Domain != "" {
+		if c.PA.Token == "" {
+			add("public_accounts.token", "public accounts need a token (the platform's bearer token)")
+		}
+		if u, err := url.Parse(c.PA.Webhook); c.PA.Webhook != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			add("public_accounts.webhook", "want an http(s) URL, got %q", c.PA.Webhook)
+		}
+	}
+	if c.PA.PagerLimit < 100 || c.PA.PagerLimit > 60000 {
+		add("public_accounts.pager_limit", "want 100..60000 bytes, got %d", c.PA.PagerLimit)
 	}
 	if c.Pager.MaxRecipients < 1 || c.Pager.MaxRecipients > 10000 {
 		add("pager.max_recipients", "want 1..10000, got %d", c.Pager.MaxRecipients)

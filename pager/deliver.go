@@ -144,11 +144,13 @@ func (p *Pager) request(m storage.Message) *siplib.Request {
 	out.AppendHeader(&siplib.FromHeader{Address: fu, Params: siplib.HeaderParams{{K: "tag", V: newTag()}}})
 	out.AppendHeader(&siplib.ToHeader{Address: tu})
 	out.AppendHeader(siplib.NewHeader("P-Asserted-Identity", "<"+m.Sender+">"))
+	ownUA := false
 	for _, h := range m.Headers {
 		name, value, _ := strings.Cut(h, ": ")
 		out.AppendHeader(siplib.NewHeader(name, value))
+		ownUA = ownUA || name == "User-Agent"
 	}
-	if p.opts.UserAgent != "" {
+	if p.opts.UserAgent != "" && !ownUA {
 		out.AppendHeader(siplib.NewHeader("User-Agent", p.opts.UserAgent))
 	}
 	if len(m.Body) > 0 {

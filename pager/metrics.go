@@ -13,6 +13,8 @@ type Metrics struct {
 	Refused     *prometheus.CounterVec // by status
 	Latency     prometheus.Histogram   // arrival to delivery
 	SpamReports prometheus.Counter
+	PAUplink    prometheus.Counter
+	PADownlink  prometheus.Counter
 }
 
 // NewMetrics registers the metrics; depth reports the stored messages
@@ -38,8 +40,12 @@ func NewMetrics(reg prometheus.Registerer, depth func() float64) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 30, 300, 3600, 86400}}),
 		SpamReports: prometheus.NewCounter(prometheus.CounterOpts{Name: "rcsd_spam_reports_total",
 			Help: "Spam reports received (seed 001 §5.1.3.8)."}),
+		PAUplink: prometheus.NewCounter(prometheus.CounterOpts{Name: "rcsd_public_account_uplink_total",
+			Help: "User messages handed to the public account platform."}),
+		PADownlink: prometheus.NewCounter(prometheus.CounterOpts{Name: "rcsd_public_account_downlink_total",
+			Help: "Public account messages accepted for users (one per recipient)."}),
 	}
-	reg.MustRegister(m.SpamReports, m.Received, m.Delivered, m.Stored, m.Duplicates, m.Expired, m.Failed, m.Refused, m.Latency)
+	reg.MustRegister(m.PAUplink, m.PADownlink, m.SpamReports, m.Received, m.Delivered, m.Stored, m.Duplicates, m.Expired, m.Failed, m.Refused, m.Latency)
 	if depth != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rcsd_messages_stored",
 			Help: "Messages stored now, waiting for their recipients."}, depth))

@@ -31,6 +31,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,15 @@ type Options struct {
 	// "" and 90 days.
 	SpamNumber     string
 	ReportLifetime time.Duration
+	// Public accounts (publicaccount.go): the PSI domain ("" turns them
+	// off), the platform's webhook for uplink messages, the bearer token
+	// both directions use, the largest body sent in pager mode (default
+	// 900 bytes, seed 001 §5.1.3.3) and the HTTP client.
+	PADomain     string
+	PAWebhook    string
+	PAToken      string
+	PAPagerLimit int
+	HTTPClient   *http.Client
 }
 
 func (o *Options) defaults() {
@@ -114,6 +124,12 @@ func (o *Options) defaults() {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.PAPagerLimit <= 0 {
+		o.PAPagerLimit = 900
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
 	if o.ReportLifetime <= 0 {
 		o.ReportLifetime = 90 * 24 * time.Hour
@@ -181,6 +197,9 @@ func (p *Pager) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Respo
 		if body, err = validate(req); err != nil {
 			return p.refuseBad(req, err)
 		}
+	}
+	if p.isPublicAccount(req) {
+		return p.publicAccountUplink(ctx, req, from, body)
 	}
 	if p.isSpamReport(req) {
 		return p.spamReport(ctx, req, from)

@@ -212,6 +212,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		RetryMin: cfg.Pager.RetryMin, RetryMax: cfg.Pager.RetryMax, SweepInterval: cfg.Pager.SweepInterval,
 		MaxRecipients: cfg.Pager.MaxRecipients, SpamNumber: cfg.Pager.SpamNumber, ReportLifetime: cfg.Pager.ReportLifetime,
 		Capabilities: cfg.Pager.Capabilities,
+		PADomain:     cfg.PA.Domain, PAWebhook: cfg.PA.Webhook, PAToken: cfg.PA.Token, PAPagerLimit: cfg.PA.PagerLimit,
 	}, store, server, log.Named("pager"), pagerMetrics)
 	router.HandleTx("MESSAGE", pagerHandler.ServeSIP)
 	registrarHandler.Observe(pagerHandler)
@@ -221,6 +222,11 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	httpSrv := admin.New(store, metricsRegistry, cfg.HTTP.AdminToken, cfg.RealmOrDomain(), cfg.Domain, cfg.HTTP.Pprof, log.Named("http"))
 	httpSrv.Handle("GET /admin/spam-reports", pagerHandler.ServeSpamReports)
 	httpSrv.Handle("DELETE /admin/spam-reports/{id}", pagerHandler.DeleteSpamReport)
+	if cfg.PA.Domain != "" {
+		// The platform authenticates with public_accounts.token, not the
+		// admin rule: it is a remote peer.
+		httpSrv.HandleOpen("POST /pa/messages", pagerHandler.ServePADownlink)
+	}
 	if cfg.HTTP.Listen != "" {
 		if err := httpSrv.Start(cfg.HTTP.Listen); err != nil {
 			return err
