@@ -241,6 +241,7 @@ func Default() Config {
 			PathRequiresSupport: true,
 		},
 		IMS: IMS{TrustedPeers: []string{}},
+		PA:  PA{PagerLimit: 900},
 		Pager: Pager{DeliveryTimeout: 8 * time.Second, Lifetime: 7 * 24 * time.Hour, RetryMin: 30 * time.Second,
 			RetryMax: time.Hour, SweepInterval: 10 * time.Second, MaxRecipients: 100,
 			SpamNumber: "+861008699999", ReportLifetime: 90 * 24 * time.Hour,
