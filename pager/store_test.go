@@ -253,6 +253,12 @@ func TestValidation(t *testing.T) {
 		{"duplicate CPIM header", "15-pager-message-one-to-one.txt", nil, func(b string) string {
 			return strings.Replace(b, "imdn.Message-ID: W8dcb0vf\r\n", "imdn.Message-ID: W8dcb0vf\r\nimdn.Message-ID: again\r\n", 1)
 		}, "400 Duplicate CPIM Header"},
+		{"report requested without Message-ID", "15-pager-message-one-to-one.txt", nil, func(b string) string {
+			return strings.Replace(b, "imdn.Message-ID: W8dcb0vf\r\n", "", 1)
+		}, "400 IMDN Request Without imdn.Message-ID"},
+		{"report requested without DateTime", "15-pager-message-one-to-one.txt", nil, func(b string) string {
+			return strings.Replace(b, "DateTime: 2012-09-01T11:46:43+08:00\r\n", "", 1)
+		}, "400 IMDN Request Without DateTime"},
 		{"duplicate part type", "16-pager-message-recipient-list.txt", nil, func(b string) string {
 			i := strings.Index(b, "--jXfWUFcrCxZEXdN\r\nContent-Type: message/cpim")
 			j := strings.LastIndex(b, "--jXfWUFcrCxZEXdN--")

@@ -207,6 +207,16 @@ func (pb *parsedBody) setCPIM(data []byte) error {
 	if r, ok := m.IMDN(); ok {
 		pb.messageID = r.MessageID
 	}
+	// A report request needs what the report will refer to (seed 001
+	// Table 5-9 CPIM rows: C = mandatory when a report is wanted).
+	if _, wants := m.GetNS(cpim.IMDNNamespace, "Disposition-Notification"); wants {
+		if pb.messageID == "" {
+			return bad("IMDN Request Without imdn.Message-ID", "imdn.Disposition-Notification without imdn.Message-ID")
+		}
+		if _, ok := m.Get("DateTime"); !ok {
+			return bad("IMDN Request Without DateTime", "imdn.Disposition-Notification without DateTime")
+		}
+	}
 	pb.notification = m.ContentType() == imdn.ContentType
 	return nil
 }
