@@ -38,6 +38,9 @@ func Canonical(uri string) (string, error) {
 			rest = rest[:i]
 		}
 		user, host, ok := strings.Cut(rest, "@")
+		// The spec's examples put spaces after "sip:" and before ">"
+		// (nm01-core quirk Q17, chat-group tolerant parsing).
+		user, host = strings.TrimSpace(user), strings.TrimSpace(host)
 		if !ok {
 			return "", fmt.Errorf("%w: %q has no user part", ErrInvalid, uri)
 		}

@@ -15,6 +15,8 @@ func TestCanonical(t *testing.T) {
 		{"sip:alice:secret@rcs.local:5060;transport=tcp", "sip:alice@rcs.local:5060"},
 		{"tel:+86-138-0000-0000;phone-context=x", "tel:+8613800000000"},
 		{"TEL:+8613800000000", "tel:+8613800000000"},
+		{"<sip: user1@bj.ims.mnc000.mcc460.3gppnetwork.org >", "sip:user1@bj.ims.mnc000.mcc460.3gppnetwork.org"}, // spec quirk Q17
+		{"sip: user2@bj.ims.mnc000.mcc460.3gppnetwork.org", "sip:user2@bj.ims.mnc000.mcc460.3gppnetwork.org"},
 	}
 	for _, tt := range tests {
 		got, err := Canonical(tt.in)

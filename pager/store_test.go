@@ -364,3 +364,26 @@ func TestExpiryNegativeDelivery(t *testing.T) {
 	other, _ := bob.read(500 * time.Millisecond)
 	assert.Empty(t, other, "no notification about an expired notification")
 }
+
+// Tolerant of the spec's spellings (chat-group checklist 20): fixture 17
+// as sent, with "sip: user1@… >" in From and a bare "sip: user2@…" To,
+// and its garbled Accept-Contact, is relayed.
+func TestTolerantFixture(t *testing.T) {
+	e := start(t, nil)
+	user1, user2 := newHandset(t), newHandset(t)
+	e.bind(t, "sip:user1@bj.ims.mnc000.mcc460.3gppnetwork.org", user1, "u1")
+	e.bind(t, "sip:user2@bj.ims.mnc000.mcc460.3gppnetwork.org", user2, "u2")
+	b, err := os.ReadFile("testdata/17-pager-message-vemoticon.txt")
+	require.NoError(t, err)
+	s := strings.ReplaceAll(string(b), "\r\n", "\n")
+	head, body, _ := strings.Cut(s, "\n\n")
+	head = regexp.MustCompile(`(?m)^Via:.*$`).ReplaceAllString(head, "Via: SIP/2.0/UDP "+user1.addr()+";branch=z9hG4bK-tol;rport")
+	body = strings.ReplaceAll(body, "\n", "\r\n")
+	head = regexp.MustCompile(`(?m)^Content-Length:.*$`).ReplaceAllString(head, "Content-Length: "+strconv.Itoa(len(body)))
+	user1.send(e.srv.Addr("udp"), strings.ReplaceAll(head, "\n", "\r\n")+"\r\n\r\n"+body)
+	got, _ := user2.read(5 * time.Second)
+	require.NotEmpty(t, got, "relayed")
+	assert.Equal(t, "<sip:user1@bj.ims.mnc000.mcc460.3gppnetwork.org>", header(got, "P-Asserted-Identity"))
+	user2.send(e.srv.Addr("udp"), answer(got, 200, "OK"))
+	assert.Equal(t, 200, status(readFinal(user1)))
+}
