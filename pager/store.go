@@ -93,9 +93,26 @@ const drainBatch = 64
 
 // drain delivers recipient's stored messages in order, one at a time, and
 // stops at the first that the recipient does not take (order is kept; the
-// message waits for its back-off or the next registration).
+// message waits for its back-off or the next registration). Delivered
+// messages are removed a batch at a time in one write: a crash in between
+// delivers them again (at-least-once; handsets de-duplicate by
+// imdn.Message-ID).
 func (p *Pager) drain(recipient string, force bool) {
 	ctx := p.ctx
+	var done []string
+	flush := func() bool {
+		if len(done) == 0 {
+			return true
+		}
+		err := p.store.DeleteMessages(context.WithoutCancel(ctx), recipient, done)
+		done = done[:0]
+		if err != nil {
+			p.log.Warn("delivered messages not removed", zap.String("to", recipient), zap.Error(err))
+			return false
+		}
+		return true
+	}
+	defer flush()
 	for ctx.Err() == nil {
 		ms, err := p.store.PendingMessages(ctx, recipient, drainBatch)
 		if err != nil {
@@ -120,20 +137,11 @@ func (p *Pager) drain(recipient string, force bool) {
 			case delivered:
 				p.metrics.Delivered.WithLabelValues("stored").Inc()
 				p.metrics.Latency.Observe(p.now().Sub(m.Received).Seconds())
-				if err := p.store.DeleteMessage(ctx, m.Recipient, m.ID); err != nil {
-					// Delivered but still stored: it will go again
-					// (at-least-once); the handset de-duplicates
-					// by imdn.Message-ID.
-					p.log.Warn("delivered message not removed", zap.String("id", m.ID), zap.Error(err))
-					return
-				}
+				done = append(done, m.ID)
 			case rejected:
 				p.metrics.Failed.WithLabelValues("rejected").Inc()
 				p.log.Info("stored message refused by the recipient", zap.String("to", m.Recipient), zap.String("why", out.why))
-				if err := p.store.DeleteMessage(ctx, m.Recipient, m.ID); err != nil {
-					p.log.Warn("refused message not removed", zap.String("id", m.ID), zap.Error(err))
-					return
-				}
+				done = append(done, m.ID)
 				p.failed(m, "refused: "+out.why)
 			default:
 				if out.why == noContact {
@@ -149,6 +157,9 @@ func (p *Pager) drain(recipient string, force bool) {
 				return
 			}
 			force = false // later messages follow the first's fate
+		}
+		if !flush() {
+			return // the next batch would repeat them
 		}
 	}
 }

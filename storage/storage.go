@@ -138,6 +138,10 @@ type MessageStore interface {
 	// DeleteMessage removes a message once delivered or given up; its
 	// dedup keys stay known until its Expires. ErrNotFound when absent.
 	DeleteMessage(ctx context.Context, recipient, id string) error
+	// DeleteMessages removes several of recipient's messages in one
+	// write (a drain acknowledging what it delivered); IDs not stored are
+	// skipped.
+	DeleteMessages(ctx context.Context, recipient string, ids []string) error
 	// ExpireMessages removes up to limit (<= 0: all) messages whose
 	// Expires is at or before now and returns them; dedup keys past their
 	// Expires are forgotten too.

@@ -186,6 +186,41 @@ func (s *Store) DeleteMessage(ctx context.Context, recipient, id string) error {
 	return nil
 }
 
+// DeleteMessages implements storage.MessageStore.
+func (s *Store) DeleteMessages(ctx context.Context, recipient string, ids []string) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.db.Batch(func(tx *bbolt.Tx) error {
+		mb, eb := tx.Bucket(bucketMessages), tx.Bucket(bucketMsgExpiry)
+		for _, id := range ids {
+			k := messageKey(recipient, id)
+			v := mb.Get(k)
+			if v == nil {
+				continue
+			}
+			m, err := decodeMessage(v)
+			if err != nil {
+				return err
+			}
+			if err := mb.Delete(k); err != nil {
+				return err
+			}
+			if err := eb.Delete(expiryKey(m.Expires, recipient, id)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return dbErr("deleting messages", err)
+	}
+	return nil
+}
+
 // ExpireMessages implements storage.MessageStore.
 func (s *Store) ExpireMessages(ctx context.Context, now time.Time, limit int) ([]storage.Message, error) {
 	if err := s.ready(ctx); err != nil {

@@ -141,6 +141,20 @@ func (s *Store) DeleteMessage(ctx context.Context, recipient, id string) error {
 	return nil
 }
 
+// DeleteMessages implements storage.MessageStore.
+func (s *Store) DeleteMessages(ctx context.Context, recipient string, ids []string) error {
+	if s.closed.Load() {
+		return errClosed()
+	}
+	t := &s.msgs
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, id := range ids {
+		t.remove(recipient, id)
+	}
+	return nil
+}
+
 // remove drops a message, keeping its dedup keys; t.mu is held.
 func (t *messages) remove(recipient, id string) bool {
 	q := t.queue[recipient]

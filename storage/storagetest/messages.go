@@ -18,6 +18,7 @@ var messageTests = []test{
 	{"Dedup", testMessageDedup},
 	{"Update", testMessageUpdate},
 	{"Delete", testMessageDelete},
+	{"DeleteMany", testMessageDeleteMany},
 	{"Expire", testMessageExpire},
 	{"ExpireLimit", testMessageExpireLimit},
 	{"Recipients", testMessageRecipients},
@@ -151,6 +152,27 @@ func testMessageDelete(t *testing.T, s storage.Store) {
 	n, err := s.CountMessages(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n)
+}
+
+func testMessageDeleteMany(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	const bob = "sip:bob@example.net"
+	for _, id := range []string{"0001", "0002", "0003", "0004"} {
+		putMessage(t, s, message(bob, id, base.Add(time.Hour), "k"+id))
+	}
+	require.NoError(t, s.DeleteMessages(ctx, bob, []string{"0001", "0003", "0009"}))
+	got, err := s.PendingMessages(ctx, bob, 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"0002", "0004"}, ids(got))
+	dup, err := s.PutMessage(ctx, message(bob, "0005", base.Add(time.Hour), "k0001"))
+	require.NoError(t, err)
+	assert.Equal(t, "0001", dup, "dedup keys survive the delete")
+	require.NoError(t, s.DeleteMessages(ctx, bob, nil))
+	_, err = s.ExpireMessages(ctx, base.Add(2*time.Hour), 0)
+	require.NoError(t, err)
+	n, err := s.CountMessages(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing left behind in the expiry index either")
 }
 
 func testMessageExpire(t *testing.T, s storage.Store) {
