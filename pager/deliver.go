@@ -45,24 +45,36 @@ func retryable(code int) bool {
 // deliver tries m once: through the S-CSCF in ims-as mode, else to every
 // suitable binding of the recipient at once.
 func (p *Pager) deliver(ctx context.Context, m storage.Message) outcome {
+	return p.start(ctx, m)()
+}
+
+// start sends m (the request leaves before start returns, so messages
+// started one after the other are sent in that order) and returns the
+// function that waits for the outcome; it must be called once.
+func (p *Pager) start(ctx context.Context, m storage.Message) func() outcome {
 	if p.opts.Route != nil {
 		out := p.request(m)
 		if err := p.opts.Route.Prepare(out, m.Recipient); err != nil {
-			return outcome{class: rejected, why: err.Error()}
+			return done(outcome{class: rejected, why: err.Error()})
 		}
-		res, err := p.sender.Request(ctx, out, p.opts.Route.Flow)
-		return classify(res, err)
+		wait, err := p.sender.Send(ctx, out, p.opts.Route.Flow)
+		if err != nil {
+			return done(classify(nil, err))
+		}
+		return func() outcome { return classify(wait()) }
 	}
 	bindings, err := p.recipientBindings(ctx, m.Recipient)
 	if err != nil {
-		return outcome{class: unreachable, why: "binding lookup: " + err.Error()}
+		return done(outcome{class: unreachable, why: "binding lookup: " + err.Error()})
 	}
 	bindings = selectContacts(bindings, m)
 	if len(bindings) == 0 {
-		return outcome{class: unreachable, why: noContact}
+		return done(outcome{class: unreachable, why: noContact})
 	}
 	return p.fork(ctx, m, bindings)
 }
+
+func done(o outcome) func() outcome { return func() outcome { return o } }
 
 func classify(res *siplib.Response, err error) outcome {
 	switch {
@@ -159,13 +171,13 @@ func (p *Pager) request(m storage.Message) *siplib.Request {
 	return out
 }
 
-// fork delivers to every binding in parallel (RFC 3261 §16.7 response
-// selection: the first 2xx wins and the others are abandoned).
-func (p *Pager) fork(ctx context.Context, m storage.Message, bindings []storage.Binding) outcome {
-	results := make(chan outcome, len(bindings))
+// fork sends m to every binding (RFC 3261 §16.7 response selection: the
+// first 2xx wins and the others are abandoned); the returned function
+// waits for the outcome.
+func (p *Pager) fork(ctx context.Context, m storage.Message, bindings []storage.Binding) func() outcome {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
+	results := make(chan outcome, len(bindings))
+	var waits []func() (*siplib.Response, error)
 	for i := range bindings {
 		b := bindings[i]
 		var u siplib.Uri
@@ -178,27 +190,38 @@ func (p *Pager) fork(ctx context.Context, m storage.Message, bindings []storage.
 		for _, r := range b.Path {
 			out.AppendHeader(siplib.NewHeader("Route", r))
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := p.sender.Request(ctx, out, rsip.Flow{Transport: b.Transport, Source: b.Source, Local: b.Local, Contact: b.Contact})
-			results <- classify(res, err)
-		}()
-	}
-	var best *outcome
-	for range bindings {
-		o := <-results
-		if o.class == delivered {
-			cancel()
-			wg.Wait()
-			return o
+		wait, err := p.sender.Send(ctx, out, rsip.Flow{Transport: b.Transport, Source: b.Source, Local: b.Local, Contact: b.Contact})
+		if err != nil {
+			results <- classify(nil, err)
+			continue
 		}
-		if best == nil || better(o, *best) {
-			best = &o
-		}
+		waits = append(waits, wait)
 	}
-	wg.Wait()
-	return *best
+	return func() outcome {
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, w := range waits {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results <- classify(w())
+			}()
+		}
+		var best *outcome
+		for range bindings {
+			o := <-results
+			if o.class == delivered {
+				cancel()
+				wg.Wait()
+				return o
+			}
+			if best == nil || better(o, *best) {
+				best = &o
+			}
+		}
+		wg.Wait()
+		return *best
+	}
 }
 
 // better prefers, among failures, the one that keeps the message

@@ -47,10 +47,12 @@ import (
 	"rcsd/storage"
 )
 
-// Sender sends a request over a flow and waits for its final response
-// (*sip.Server).
+// Sender sends requests over flows (*sip.Server): Request waits for the
+// final response; Send returns once the request is written and gives the
+// function that waits for it.
 type Sender interface {
 	Request(ctx context.Context, req *siplib.Request, flow rsip.Flow) (*siplib.Response, error)
+	Send(ctx context.Context, req *siplib.Request, flow rsip.Flow) (func() (*siplib.Response, error), error)
 }
 
 // Options configure the messaging function.

@@ -61,7 +61,9 @@ func TestPublicAccountUplink(t *testing.T) {
 
 	// Only text, image, audio, video and location go to an account.
 	alice.send(srv, withBody(fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", account, alice.addr(), "z9hG4bK-pa3"),
-		func(b string) string { return strings.Replace(b, "Content-Type:text/plain;charset=UTF-8", "Content-Type:application/zip", 1) }))
+		func(b string) string {
+			return strings.Replace(b, "Content-Type:text/plain;charset=UTF-8", "Content-Type:application/zip", 1)
+		}))
 	res = readFinal(alice)
 	assert.Equal(t, 415, status(res), res)
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emiago/sipgo"
 	siplib "github.com/emiago/sipgo/sip"
@@ -280,6 +281,7 @@ func (s *Server) listen(ctx context.Context, tp, addr string) error {
 		s.closers = append(s.closers, pc.Close)
 		s.mu.Unlock()
 		go s.serve(tp, bound, func() error { return s.srv.ServeUDP(pc) })
+		s.awaitUDPPool(bound)
 	case "tcp", "ws", "tls", "wss":
 		ln, err := lc.Listen(ctx, "tcp", addr)
 		if err != nil {
@@ -312,6 +314,21 @@ func (s *Server) serve(tp, addr string, fn func() error) {
 	if err := fn(); err != nil && !errors.Is(err, net.ErrClosed) {
 		s.log.Error("listener stopped", zap.String("transport", tp), zap.String("addr", addr), zap.Error(err))
 	}
+}
+
+// awaitUDPPool waits until sipgo has registered a UDP listener in its
+// connection pool (ServeUDP does it on its own goroutine): until then a
+// request sent "from the listener" would make sipgo bind a second socket
+// to the same address and fail.
+func (s *Server) awaitUDPPool(addr string) {
+	pool := s.ua.TransportLayer().Pool("udp")
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if c := pool.Get(addr); c != nil {
+			c.Ref(-1) // Get took a reference
+			return
+		}
+	}
+	s.log.Warn("UDP listener not in the connection pool after 2s", zap.String("addr", addr))
 }
 
 // Listeners returns the bound listeners.
@@ -377,6 +394,17 @@ type Flow struct {
 // Contact's address instead, with the Via changed to say so; if that fails
 // too the error says why.
 func (s *Server) Request(ctx context.Context, req *siplib.Request, flow Flow) (*siplib.Response, error) {
+	wait, err := s.Send(ctx, req, flow)
+	if err != nil {
+		return nil, err
+	}
+	return wait()
+}
+
+// Send is Request split in two: it returns once req is written (so that
+// requests sent one after the other leave in that order), and wait
+// returns the final response. wait must be called once.
+func (s *Server) Send(ctx context.Context, req *siplib.Request, flow Flow) (wait func() (*siplib.Response, error), err error) {
 	tp := strings.ToUpper(flow.Transport)
 	req.SetTransport(tp)
 	req.SetDestination(flow.Source)
@@ -388,20 +416,42 @@ func (s *Server) Request(ctx context.Context, req *siplib.Request, flow Flow) (*
 		var buf bytes.Buffer
 		req.StringWrite(&buf)
 		if buf.Len() > siplib.UDPMTUSize-200 {
-			return s.requestOverTCP(ctx, req, flow)
+			return s.sendOverTCP(ctx, req, flow)
 		}
 	}
-	res, err := s.client.Do(ctx, req)
+	tx, err := s.client.TransactionRequest(ctx, req)
 	if errors.Is(err, siplib.ErrUDPMTUCongestion) {
-		return s.requestOverTCP(ctx, req, flow)
+		return s.sendOverTCP(ctx, req, flow)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sip: %s to %s over %s: %w", req.Method, flow.Source, tp, err)
 	}
-	return res, nil
+	return finalResponse(ctx, tx, func(err error) error {
+		return fmt.Errorf("sip: %s to %s over %s: %w", req.Method, flow.Source, tp, err)
+	}), nil
 }
 
-func (s *Server) requestOverTCP(ctx context.Context, req *siplib.Request, flow Flow) (*siplib.Response, error) {
+// finalResponse waits for tx's final response, skipping provisional ones.
+func finalResponse(ctx context.Context, tx siplib.ClientTransaction, wrap func(error) error) func() (*siplib.Response, error) {
+	return func() (*siplib.Response, error) {
+		defer tx.Terminate()
+		for {
+			select {
+			case res := <-tx.Responses():
+				if res.IsProvisional() {
+					continue
+				}
+				return res, nil
+			case <-tx.Done():
+				return nil, wrap(tx.Err())
+			case <-ctx.Done():
+				return nil, wrap(ctx.Err())
+			}
+		}
+	}
+}
+
+func (s *Server) sendOverTCP(ctx context.Context, req *siplib.Request, flow Flow) (func() (*siplib.Response, error), error) {
 	var u siplib.Uri
 	if err := siplib.ParseUri(flow.Contact, &u); err != nil || u.Host == "" {
 		return nil, fmt.Errorf("sip: %s too large for UDP and contact %q unusable for TCP: %w", req.Method, flow.Contact, siplib.ErrUDPMTUCongestion)
@@ -416,9 +466,12 @@ func (s *Server) requestOverTCP(ctx context.Context, req *siplib.Request, flow F
 	if v := req.Via(); v != nil {
 		v.Transport = "TCP"
 	}
-	res, err := s.client.Do(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("sip: %s too large for UDP, TCP fallback to %s failed: %w", req.Method, req.Destination(), err)
+	wrap := func(err error) error {
+		return fmt.Errorf("sip: %s too large for UDP, TCP fallback to %s failed: %w", req.Method, req.Destination(), err)
 	}
-	return res, nil
+	tx, err := s.client.TransactionRequest(ctx, req)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return finalResponse(ctx, tx, wrap), nil
 }
