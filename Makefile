@@ -6,7 +6,7 @@ BIN     ?= bin/rcsd
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X rcsd/config.Version=$(VERSION)
 
-.PHONY: all build run test deps lint fuzz bench bench-register clean
+.PHONY: all build run test deps lint fuzz bench bench-register bench-message clean
 
 all: build
 
@@ -40,12 +40,18 @@ fuzz:
 	$(GO) test ./cpim -run '^$$' -fuzz FuzzParse -fuzztime 60s
 	$(GO) test ./imdn -run '^$$' -fuzz FuzzParse -fuzztime 60s
 
-bench: bench-register
+bench: bench-register bench-message
 
 # REGISTER+digest load from SIPp against rcsd and Kamailio in one run.
 bench-register: build
 	./scripts/install-deps.sh kamailio
 	./bench/register.sh --rcsd $(BIN)
+
+# Pager MESSAGE (relay, store-and-forward, drain) against Kamailio
+# (t_relay, msilo on SQLite) in one run; see bench/README.md.
+bench-message: build
+	./scripts/install-deps.sh kamailio
+	./bench/message.sh --rcsd $(BIN)
 
 clean:
 	rm -rf bin

@@ -10,6 +10,9 @@ command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
 if [[ "${1:-}" == kamailio ]]; then
   command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
   command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
+  [[ -n "$(find /usr/lib -name db_sqlite.so -path "*kamailio*" 2>/dev/null | head -1)" ]] || need+=(kamailio-sqlite-modules)
+  [[ -n "$(find /usr/lib -name msilo.so -path '*kamailio*' 2>/dev/null | head -1)" ]] || need+=(kamailio-extra-modules)
+  command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 fi
 [[ ${#need[@]} -eq 0 ]] && exit 0
 echo "installing: ${need[*]}" >&2
