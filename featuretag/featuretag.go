@@ -29,6 +29,7 @@ func AcceptContact(icsi string) string { return "*;" + Tag(icsi) }
 // normalize decodes the spellings the spec uses into one form.
 func normalize(s string) string {
 	s = strings.ToLower(s)
+	s = strings.NewReplacer("“", `"`, "”", `"`).Replace(s) // the spec's curly quotes
 	s = strings.ReplaceAll(s, "%3a", ":")
 	s = strings.ReplaceAll(s, "urn:3aurn-7:3a", "urn:urn-7:")
 	s = strings.ReplaceAll(s, "urn:3aurn-7:", "urn:urn-7:")

@@ -24,6 +24,7 @@ func TestHas(t *testing.T) {
 		{`+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg"`, ICSIMsg, true},
 		{`+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msgx"`, ICSIMsg, false},
 		{``, ICSIMsg, false},
+		{"*;+g.3gpp.icsi-ref=“urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg”", ICSIMsg, true},
 	} {
 		assert.Equal(t, tc.want, Has(tc.v, tc.icsi), tc.v)
 	}

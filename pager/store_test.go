@@ -387,3 +387,26 @@ func TestTolerantFixture(t *testing.T) {
 	user2.send(e.srv.Addr("udp"), answer(got, 200, "OK"))
 	assert.Equal(t, 200, status(readFinal(user1)))
 }
+
+// Burn after reading (seed 001 checklist 14): the barCycle feature
+// parameter and the burned disposition reach the recipient unchanged,
+// whether delivered at once or from the store.
+func TestBurnAfterReadingCarried(t *testing.T) {
+	e := start(t, nil)
+	alice, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	srv := e.srv.Addr("udp")
+	burn := `*;+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg";barCycle=10`
+	msg := withBody(fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-bar", set("Accept-Contact", burn)),
+		func(b string) string {
+			return strings.Replace(b, "imdn.Disposition-Notification: display", "imdn.Disposition-Notification: positive-delivery, display, burned", 1)
+		})
+	alice.send(srv, msg)
+	require.Equal(t, 202, status(readFinal(alice)), "bob is offline: stored")
+	e.registered(t, "sip:bob@rcs.local", bob)
+	got, _ := bob.read(5 * time.Second)
+	require.NotEmpty(t, got)
+	assert.Equal(t, burn, header(got, "Accept-Contact"))
+	assert.Contains(t, got, "imdn.Disposition-Notification: positive-delivery, display, burned")
+	bob.send(srv, answer(got, 200, "OK"))
+}
