@@ -250,7 +250,9 @@ func (p *Pager) route(ctx context.Context, req *siplib.Request, m storage.Messag
 		p.log.Info("duplicate MESSAGE not stored again", zap.String("to", m.Recipient), zap.String("stored_as", dup))
 	} else {
 		p.metrics.Stored.Inc()
-		if len(waiting) > 0 {
+		if len(waiting) > 0 && p.reachable(ctx, m.Recipient) {
+			// Older messages wait but the recipient is there: a drain
+			// (which this one joins) may be due.
 			p.kick(m.Recipient, false)
 		}
 	}

@@ -107,6 +107,9 @@ const drainWindow = 32
 func (p *Pager) drain(recipient string, force bool) {
 	ctx := p.ctx
 	for ctx.Err() == nil {
+		if !p.reachable(ctx, recipient) {
+			return // its next registration drains it
+		}
 		ms, err := p.store.PendingMessages(ctx, recipient, drainBatch)
 		if err != nil {
 			p.log.Warn("reading stored messages failed", zap.String("to", recipient), zap.Error(err))
@@ -125,9 +128,6 @@ func (p *Pager) drain(recipient string, force bool) {
 		}
 		if len(due) == 0 {
 			return
-		}
-		if !p.reachable(ctx, recipient) {
-			return // its next registration drains it
 		}
 		// Each message is sent (in order) before the next is started;
 		// the answers are awaited concurrently, drainWindow at a time.

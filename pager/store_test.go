@@ -21,7 +21,7 @@ import (
 // local: Request-URI, Via, From, To, Call-ID replaced, line ends CRLF and
 // Content-Length recomputed (the extracted fixtures' lengths are not
 // those of their bodies).
-func fixtureMessage(t *testing.T, name, from, to, local, branch string, edit ...func(string) string) string {
+func fixtureMessage(t testing.TB, name, from, to, local, branch string, edit ...func(string) string) string {
 	t.Helper()
 	b, err := os.ReadFile("testdata/" + name)
 	require.NoError(t, err)
