@@ -44,6 +44,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	udp       map[string]net.PacketConn // local address -> listener, for the stateless fast path
+	retrans   *retransCache             // server transactions of HandleTx methods over UDP
 	closers   []func() error
 	addrs     []Listener
 	inflight  sync.WaitGroup
@@ -66,7 +67,7 @@ var knownMethods = []siplib.RequestMethod{
 
 // NewServer builds the SIP stack; Start opens the listeners.
 func NewServer(cfg Config, router *Router, log *zap.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, router: router, log: log, udp: make(map[string]net.PacketConn)}
+	s := &Server{cfg: cfg, router: router, log: log, udp: make(map[string]net.PacketConn), retrans: newRetransCache()}
 	s.parser = siplib.NewParser()
 	s.parser.MaxMessageLength = cfg.MaxMessageSize
 	slogger := slog.New(zapslog.NewHandler(log.Named("sipgo").Core()))
@@ -146,17 +147,14 @@ func (s *Server) serveTx(req *siplib.Request, tx siplib.ServerTransaction) {
 // request: memory grows with the request rate) and connection lookup. Other
 // datagrams (responses to rcsd's own requests) continue into sipgo.
 //
-// Methods registered with Router.HandleTx are left to sipgo's
-// transaction layer: their handlers wait on other parties, and the server
-// transaction absorbs the retransmissions meanwhile.
+// Methods registered with Router.HandleTx run on their own goroutine
+// (their handlers wait on other parties), with rcsd's own compact server
+// transaction state answering retransmissions (retrans.go).
 func (s *Server) readFilter(info siplib.TransportReadProps, data []byte) ([]byte, error) {
 	if info.Transport != "UDP" {
 		return data, nil
 	}
 	if len(data) < 8 || bytes.HasPrefix(data, []byte("SIP/2.0 ")) {
-		return data, nil
-	}
-	if sp := bytes.IndexByte(data[:min(len(data), 16)], ' '); sp > 0 && s.router.Transactional(string(data[:sp])) {
 		return data, nil
 	}
 	s.mu.Lock()
@@ -181,6 +179,10 @@ func (s *Server) readFilter(info siplib.TransportReadProps, data []byte) ([]byte
 	}
 	req.SetTransport("UDP")
 	req.SetSource(src)
+	if s.router.Transactional(string(req.Method)) {
+		s.serveUDPTx(conn, info.LocalAddr.String(), req)
+		return nil, nil
+	}
 	s.inflight.Add(1)
 	defer s.inflight.Done()
 	ctx := context.WithValue(context.Background(), LocalAddrKey{}, info.LocalAddr.String())
