@@ -60,11 +60,7 @@ func (p *Pager) negativeDelivery(m storage.Message) {
 		DedupKeys: []string{"neg:" + m.Recipient + "/" + req.messageID},
 		Body:      c.AppendTo(nil),
 	}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		p.deliverOrStore(p.ctx, out)
-	}()
+	p.spawn(func() { p.deliverOrStore(p.ctx, out) })
 }
 
 // deliverOrStore is route without a request to answer: for messages rcsd

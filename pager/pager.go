@@ -163,6 +163,7 @@ type Pager struct {
 	onFailed func(storage.Message)
 
 	mu       sync.Mutex
+	closed   bool            // Close was called: no new background work
 	draining map[string]bool // recipients being drained
 	again    map[string]bool // recipients to drain again when the current drain ends
 }
@@ -356,6 +357,9 @@ func (p *Pager) refuseBad(req *siplib.Request, err error) *siplib.Response {
 
 // relayed answers the sender with the delivery's final status.
 func (p *Pager) relayed(req *siplib.Request, dres *siplib.Response) *siplib.Response {
+	if dres == nil { // refused before anything was sent (an unusable route)
+		return rsip.NewResponse(req, 500, "Server Internal Error")
+	}
 	return rsip.NewResponse(req, dres.StatusCode, dres.Reason)
 }
 
@@ -378,6 +382,23 @@ func (p *Pager) SetContact(hostport string) { p.contact.Store(&hostport) }
 
 // Close stops the background work and waits for it.
 func (p *Pager) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	p.cancel()
 	p.wg.Wait()
+}
+
+// spawn runs fn in the background unless the pager is closed.
+func (p *Pager) spawn(fn func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		fn()
+	}()
 }

@@ -49,14 +49,18 @@ func (p *Pager) kickSubscriber(aor string) {
 // or asks the running one to go round again. force ignores back-off.
 func (p *Pager) kick(recipient string, force bool) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	if p.draining[recipient] {
 		p.again[recipient] = p.again[recipient] || force
 		p.mu.Unlock()
 		return
 	}
 	p.draining[recipient] = true
+	p.wg.Add(1) // under mu: Close cannot be waiting yet
 	p.mu.Unlock()
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		select {
