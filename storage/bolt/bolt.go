@@ -113,6 +113,8 @@ type Store struct {
 	flushBuf []byte              // encoding buffer of the flushes; under flushMu
 	flushErr atomic.Pointer[error]
 
+	msgCount atomic.Int64 // stored messages (CountMessages)
+
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
@@ -191,7 +193,7 @@ func (s *Store) init() error {
 		}
 		// The message buckets came after schema 2 was set; creating them
 		// when missing keeps older files of the same schema usable.
-		for _, name := range [][]byte{bucketSubscribers, bucketIMPU, bucketBindings, bucketMessages, bucketMsgExpiry, bucketMsgDedup, bucketMsgDedupExp} {
+		for _, name := range [][]byte{bucketSubscribers, bucketIMPU, bucketBindings, bucketMessages, bucketMsgExpiry, bucketMsgDedupExp} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("creating bucket %s: %w", name, err)
 			}
@@ -202,6 +204,7 @@ func (s *Store) init() error {
 		return err
 	}
 	return s.db.View(func(tx *bbolt.Tx) error {
+		s.msgCount.Store(countMessages(tx))
 		ctx := context.Background()
 		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
 			// string(v) copies out of the memory map, which the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -18,24 +19,43 @@ import (
 // coalesces concurrent callers into one transaction and one fsync (group
 // commit), so the store rate is not bounded by one fsync per message.
 //
-// Layout (recipient identities never contain a NUL byte):
+// Layout (recipient identities never contain bytes below 0x20):
 //
-//	messages:    recipient \0 id                       -> codec.AppendMessage
-//	msgexpiry:   expires(8, big-endian ns) recipient \0 id -> nil
-//	msgdedup:    recipient \0 key                      -> expires(8) id
-//	msgdedupexp: expires(8) recipient \0 key            -> nil
+//	messages:    recipient \x00 id                     -> codec.AppendMessage
+//	             recipient \x01 dedup key              -> expires(8) id
+//	msgexpiry:   expires(8, big-endian ns) recipient \x00 id  -> nil
+//	msgdedupexp: expires(8) recipient \x01 key          -> nil
+//
+// A recipient's messages and dedup keys sit next to each other in one
+// bucket, so storing a message dirties the one or two leaf pages of its
+// recipient instead of one page per index: the commit's page writes were
+// most of the store path's CPU (docs/benchmarks.md). The time-prefixed
+// indexes only ever grow at their right edge.
 var (
 	bucketMessages    = []byte("messages")
 	bucketMsgExpiry   = []byte("msgexpiry")
-	bucketMsgDedup    = []byte("msgdedup")
 	bucketMsgDedupExp = []byte("msgdedupexp")
 )
 
-func messageKey(recipient, id string) []byte {
-	k := make([]byte, 0, len(recipient)+1+len(id))
+func messageKey(recipient, id string) []byte { return subKey(recipient, 0, id) }
+
+func dedupKey(recipient, key string) []byte { return subKey(recipient, 1, key) }
+
+func subKey(recipient string, sep byte, rest string) []byte {
+	k := make([]byte, 0, len(recipient)+1+len(rest))
 	k = append(k, recipient...)
-	k = append(k, 0)
-	return append(k, id...)
+	k = append(k, sep)
+	return append(k, rest...)
+}
+
+// recipientOf returns the recipient part of a messages-bucket key.
+func recipientOf(k []byte) ([]byte, bool) {
+	for i, c := range k {
+		if c < 2 {
+			return k[:i], true
+		}
+	}
+	return nil, false
 }
 
 // timeKey is t as 8 big-endian bytes that sort like the times (times
@@ -59,21 +79,20 @@ func (s *Store) PutMessage(ctx context.Context, m storage.Message) (string, erro
 	if err := s.ready(ctx); err != nil {
 		return "", err
 	}
-	if m.ID == "" || m.Recipient == "" || bytes.IndexByte([]byte(m.Recipient), 0) >= 0 {
+	if m.ID == "" || m.Recipient == "" || strings.IndexFunc(m.Recipient, func(r rune) bool { return r < 0x20 }) >= 0 {
 		return "", fmt.Errorf("bolt: message needs an ID and a recipient: %w", storage.ErrInvalid)
 	}
 	var dupOf string
 	err := s.db.Batch(func(tx *bbolt.Tx) error {
 		dupOf = "" // Batch may run the function again
-		dd := tx.Bucket(bucketMsgDedup)
+		mb := tx.Bucket(bucketMessages)
 		for _, k := range m.DedupKeys {
-			if v := dd.Get(messageKey(m.Recipient, k)); len(v) >= 8 {
+			if v := mb.Get(dedupKey(m.Recipient, k)); len(v) >= 8 {
 				dupOf = string(v[8:])
 				return nil
 			}
 		}
 		mk := messageKey(m.Recipient, m.ID)
-		mb := tx.Bucket(bucketMessages)
 		if mb.Get(mk) != nil {
 			return fmt.Errorf("message %s of %s: %w", m.ID, m.Recipient, storage.ErrConflict)
 		}
@@ -84,10 +103,10 @@ func (s *Store) PutMessage(ctx context.Context, m storage.Message) (string, erro
 			return err
 		}
 		for _, k := range m.DedupKeys {
-			if err := dd.Put(messageKey(m.Recipient, k), append(timeKey(m.Expires), m.ID...)); err != nil {
+			if err := mb.Put(dedupKey(m.Recipient, k), append(timeKey(m.Expires), m.ID...)); err != nil {
 				return err
 			}
-			if err := tx.Bucket(bucketMsgDedupExp).Put(expiryKey(m.Expires, m.Recipient, k), nil); err != nil {
+			if err := tx.Bucket(bucketMsgDedupExp).Put(append(timeKey(m.Expires), dedupKey(m.Recipient, k)...), nil); err != nil {
 				return err
 			}
 		}
@@ -95,6 +114,9 @@ func (s *Store) PutMessage(ctx context.Context, m storage.Message) (string, erro
 	})
 	if err != nil {
 		return "", dbErr("storing message", err)
+	}
+	if dupOf == "" {
+		s.msgCount.Add(1)
 	}
 	return dupOf, nil
 }
@@ -183,6 +205,7 @@ func (s *Store) DeleteMessage(ctx context.Context, recipient, id string) error {
 	if err != nil {
 		return dbErr("deleting message", err)
 	}
+	s.msgCount.Add(-1)
 	return nil
 }
 
@@ -194,7 +217,9 @@ func (s *Store) DeleteMessages(ctx context.Context, recipient string, ids []stri
 	if len(ids) == 0 {
 		return nil
 	}
+	var n int64
 	err := s.db.Batch(func(tx *bbolt.Tx) error {
+		n = 0
 		mb, eb := tx.Bucket(bucketMessages), tx.Bucket(bucketMsgExpiry)
 		for _, id := range ids {
 			k := messageKey(recipient, id)
@@ -212,12 +237,14 @@ func (s *Store) DeleteMessages(ctx context.Context, recipient string, ids []stri
 			if err := eb.Delete(expiryKey(m.Expires, recipient, id)); err != nil {
 				return err
 			}
+			n++
 		}
 		return nil
 	})
 	if err != nil {
 		return dbErr("deleting messages", err)
 	}
+	s.msgCount.Add(-n)
 	return nil
 }
 
@@ -257,7 +284,7 @@ func (s *Store) ExpireMessages(ctx context.Context, now time.Time, limit int) ([
 		}
 		// Dedup keys past their expiry are forgotten (their message,
 		// stored or not, has the same expiry and is gone).
-		db, dx := tx.Bucket(bucketMsgDedup), tx.Bucket(bucketMsgDedupExp)
+		dx := tx.Bucket(bucketMsgDedupExp)
 		gone = gone[:0]
 		c = dx.Cursor()
 		for k, _ := c.First(); k != nil && bytes.Compare(k[:8], end) <= 0; k, _ = c.Next() {
@@ -268,8 +295,8 @@ func (s *Store) ExpireMessages(ctx context.Context, now time.Time, limit int) ([
 		}
 		for _, k := range gone {
 			rk := k[8:]
-			if v := db.Get(rk); v != nil && bytes.Equal(v[:8], k[:8]) {
-				if err := db.Delete(rk); err != nil {
+			if v := mb.Get(rk); len(v) >= 8 && bytes.Equal(v[:8], k[:8]) {
+				if err := mb.Delete(rk); err != nil {
 					return err
 				}
 			}
@@ -282,6 +309,7 @@ func (s *Store) ExpireMessages(ctx context.Context, now time.Time, limit int) ([
 	if err != nil {
 		return nil, dbErr("expiring messages", err)
 	}
+	s.msgCount.Add(-int64(len(out)))
 	return out, nil
 }
 
@@ -293,28 +321,30 @@ func (s *Store) PendingRecipients(ctx context.Context, after string, limit int) 
 	var out []string
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bucketMessages).Cursor()
-		// recipient\x01 sorts after every recipient\0id key.
-		seek := append([]byte(after), 1)
-		if after == "" {
-			seek = nil
-		}
+		// recipient\x02 sorts after every recipient\x00… and recipient\x01… key.
 		var k []byte
-		if seek == nil {
+		if after == "" {
 			k, _ = c.First()
 		} else {
-			k, _ = c.Seek(seek)
+			k, _ = c.Seek(append([]byte(after), 2))
 		}
 		for k != nil {
 			if limit > 0 && len(out) >= limit {
 				break
 			}
-			i := bytes.IndexByte(k, 0)
-			if i < 0 {
+			r, ok := recipientOf(k)
+			if !ok {
 				return fmt.Errorf("message key %q without separator", k)
 			}
-			r := string(k[:i])
-			out = append(out, r)
-			k, _ = c.Seek(append([]byte(r), 1))
+			if k[len(r)] == 0 { // has messages, not only dedup keys
+				out = append(out, string(r))
+				k, _ = c.Seek(append(bytes.Clone(r), 2))
+				continue
+			}
+			// Only dedup keys so far: look for a message of r after
+			// them? Messages (\x00) sort before dedup keys (\x01), so
+			// r has none.
+			k, _ = c.Seek(append(bytes.Clone(r), 2))
 		}
 		return nil
 	})
@@ -324,18 +354,24 @@ func (s *Store) PendingRecipients(ctx context.Context, after string, limit int) 
 	return out, nil
 }
 
-// CountMessages implements storage.MessageStore.
+// CountMessages implements storage.MessageStore. The count is kept in
+// memory (loaded at open, adjusted by every committed change): the
+// messages bucket also holds dedup keys, so its key count is not it.
 func (s *Store) CountMessages(ctx context.Context) (int, error) {
 	if err := s.ready(ctx); err != nil {
 		return 0, err
 	}
-	var n int
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		n = tx.Bucket(bucketMessages).Stats().KeyN
-		return nil
-	})
-	if err != nil {
-		return 0, dbErr("counting messages", err)
+	return int(s.msgCount.Load()), nil
+}
+
+// countMessages counts the stored messages (at open).
+func countMessages(tx *bbolt.Tx) int64 {
+	var n int64
+	c := tx.Bucket(bucketMessages).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if r, ok := recipientOf(k); ok && k[len(r)] == 0 {
+			n++
+		}
 	}
-	return n, nil
+	return n
 }
