@@ -8,7 +8,9 @@
 //	file:PATH               embedded bbolt database in directory PATH
 //	                        (file:./data, file:/var/lib/rcsd,
 //	                        file:///var/lib/rcsd)
-//	redis://…, rediss://…   reserved: fails with ErrUnsupported for now
+//	redis://[user:pass@]host:port[,host2:port2…][/db][?master=NAME&cluster=1]
+//	rediss://…              Redis (single, Sentinel or Cluster; TLS with
+//	                        rediss), see storage/redis
 package backends
 
 import (
@@ -21,6 +23,7 @@ import (
 	"rcsd/storage"
 	"rcsd/storage/bolt"
 	"rcsd/storage/memory"
+	"rcsd/storage/redis"
 )
 
 // ErrUnsupported means the URL names a backend this build does not have.
@@ -56,7 +59,15 @@ func Open(ctx context.Context, rawURL string) (storage.Store, error) {
 		}
 		return s, nil
 	case "redis", "rediss":
-		return nil, fmt.Errorf("%w: the Redis backend arrives with a later release of rcsd; use file:PATH for now", ErrUnsupported)
+		opts, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, fmt.Errorf("storage URL %q: %w", redact(rawURL), err)
+		}
+		s, err := redis.Open(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
 	default:
 		return nil, fmt.Errorf("storage URL %q: unknown backend %q; want memory:, file:PATH or redis://host:port/db", redact(rawURL), scheme)
 	}

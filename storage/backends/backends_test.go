@@ -2,9 +2,14 @@ package backends
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -12,6 +17,7 @@ import (
 	"rcsd/storage"
 	"rcsd/storage/bolt"
 	"rcsd/storage/memory"
+	"rcsd/storage/redis"
 )
 
 func TestOpen(t *testing.T) {
@@ -32,8 +38,8 @@ func TestOpen(t *testing.T) {
 		{name: "file URL", url: "file://" + filepath.Join(tmp, "url"), wantType: &bolt.Store{}, wantDir: filepath.Join(tmp, "url")},
 		{name: "file URL localhost", url: "file://localhost" + filepath.Join(tmp, "local host"), wantType: &bolt.Store{}, wantDir: filepath.Join(tmp, "local host")},
 		{name: "file URL escaped", url: "file://" + filepath.Join(tmp, "with%20space"), wantType: &bolt.Store{}, wantDir: filepath.Join(tmp, "with space")},
-		{name: "redis", url: "redis://:s3cret@127.0.0.1:6379/0", wantIs: ErrUnsupported, contains: []string{"later release"}, absent: []string{"s3cret"}},
-		{name: "rediss", url: "rediss://user:s3cret@redis.example.net:6380", wantIs: ErrUnsupported, contains: []string{"Redis"}, absent: []string{"s3cret"}},
+		{name: "redis unreachable", url: "redis://:s3cret@127.0.0.1:1/0", contains: []string{"redis", "127.0.0.1:1"}, absent: []string{"s3cret"}},
+		{name: "redis bad option", url: "redis://:s3cret@127.0.0.1:6379/0?colour=blue", contains: []string{"colour"}, absent: []string{"s3cret"}},
 		{name: "unknown scheme", url: "postgres://rcsd:s3cret@db/rcsd", contains: []string{"postgres://rcsd:xxxxx@db/rcsd", "unknown backend"}, absent: []string{"s3cret"}},
 		{name: "not a URL", url: "./data", contains: []string{`"./data"`}},
 		{name: "empty", url: "", contains: []string{`""`}},
@@ -93,4 +99,31 @@ func TestOpenCanceled(t *testing.T) {
 	cancel()
 	_, err := Open(ctx, "memory:")
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+// A redis:// URL opens the Redis backend on a real redis-server (make
+// test installs it; its absence fails the test).
+func TestOpenRedis(t *testing.T) {
+	bin, err := exec.LookPath("redis-server")
+	require.NoError(t, err, "redis-server not found: make test installs it")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--requirepass", "s3cret")
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	url := fmt.Sprintf("redis://:s3cret@127.0.0.1:%d/0", port)
+	var s storage.Store
+	require.Eventually(t, func() bool {
+		s, err = Open(t.Context(), url)
+		return err == nil
+	}, 10*time.Second, 100*time.Millisecond, "redis-server did not come up: %v", err)
+	defer s.Close()
+	assert.IsType(t, &redis.Store{}, s)
+	require.NoError(t, s.Ping(t.Context()))
+	_, err = Open(t.Context(), fmt.Sprintf("redis://:wrong@127.0.0.1:%d/0", port))
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "wrong")
 }

@@ -1,0 +1,398 @@
+// Package redis is the networked storage backend: subscribers, bindings and
+// stored messages kept in Redis, so that several rcsd nodes share them. It
+// talks to one Redis server, a Sentinel-managed primary, or a Redis Cluster
+// through go-redis's UniversalClient (see Options).
+//
+// # Key layout
+//
+// Every key starts with Options.Prefix ("rcsd:" by default). Keys are built
+// for Cluster: the part in braces is the hash tag, so keys sharing it share
+// a slot and can be changed together by one transaction or script.
+//
+//	{subscribers}:sub:<IMPI>   hash: enc (codec subscriber), sqn (decimal)
+//	{subscribers}:impu:<IMPU>  string: the owning IMPI
+//	{subscribers}:index        sorted set, score 0, member IMPI (IMPI order)
+//	{<AOR>}:bindings           string: codec bindings, expired ones included
+//	{<R>}:msg                  hash: message ID -> codec message
+//	{<R>}:ids                  sorted set, score 0, member message ID
+//	{<R>}:dedup                hash: dedup key -> "<sec> <nsec> <message ID>"
+//	{<R>}:dedupexp             sorted set: dedup key, score its expiry (ms)
+//	{index}:bindings           sorted set: <AOR> NUL <binding key>, score
+//	                           the binding's expiry (Unix ms)
+//	{index}:binding-keys       the same members with score 0, to find an
+//	                           AOR's members by lexicographic range
+//	{index}:msgs               sorted set: <R> NUL <ID> of every stored
+//	                           message, score its expiry (Unix ms)
+//	{index}:dedup              sorted set: R, score the earliest expiry (ms)
+//	                           of its dedup keys
+//	{index}:recipients         sorted set, score 0: recipients with messages
+//
+// <AOR> and <R> (a message recipient) are used as hash tags as they are, or,
+// when they contain a brace, as "#" and a hash of them.
+//
+// All subscribers share one slot. That keeps PutSubscribers, whose IMPU
+// index entries would otherwise spread over many slots, one atomic
+// transaction in Cluster too, at the price of not sharding subscriber data:
+// subscribers are provisioning data (a few hundred bytes each, read on
+// every authentication, written rarely), and one primary holds millions of
+// them; reads can be spread over replicas. Bindings and messages, which
+// change at traffic rates, are sharded by AOR and recipient. The global
+// indexes ({index}:…) are single keys in one slot: the listings and sweeps
+// that need a global order or count read them.
+//
+// # Atomicity
+//
+// On a single server (or a Sentinel primary) every method is atomic: the
+// per-user keys and the global indexes change in one MULTI/EXEC or one Lua
+// script. UpdateBindings is optimistic: it WATCHes the AOR's key, reads it,
+// calls fn, and commits with MULTI/EXEC, calling fn again when another
+// writer got in between. PutMessage (dedup check, store, queue, indexes) and
+// DeleteMessage are Lua scripts; NextSQN is a Lua script on the subscriber.
+//
+// In Cluster a transaction or script cannot span slots, so a change of
+// bindings or messages is atomic for its user's keys, and the global indexes
+// are updated by a second step right after (the subscriber methods stay
+// fully atomic: all their keys share a slot). That step converges under
+// concurrency: for bindings it rewrites the AOR's index entries from the
+// AOR's stored bindings (a script on the index slot), re-reading them until
+// they did not change meanwhile, so the last writer leaves the index
+// matching the last stored state; message puts and deletes re-check the
+// message and the recipient's queue after indexing and undo what a racing
+// call made stale. What the second step cannot cover is a crash or a lost
+// connection between the two steps: that leaves an index entry without
+// its data, which the sweeps drop when its expiry passes (and the counts,
+// which are index cardinalities, are right again then), or data without
+// an index entry, which no sweep reports and the Redis TTLs below remove.
+// The bindings' second step costs a Cluster UpdateBindings three more
+// round trips than a single server's.
+//
+// SubscriberByIMPU reads the IMPU entry and the subscriber it names in one
+// script; the subscriber's key is not declared to Redis, which Redis
+// accepts because it shares the slot of the declared key.
+//
+// The scripts use ZADD LT and PEXPIRETIME: Redis 7.0 or later.
+//
+// # Expiry
+//
+// ExpireBindings and ExpireMessages are authoritative and take "now" from
+// their callers. As a backstop, for when no rcsd node sweeps, every binding
+// key gets a PEXPIREAT at its latest binding expiry plus Options.Retention,
+// and every recipient's message keys at their latest message expiry plus
+// Options.Retention (a TTL only ever moves later), so Redis drops data the
+// sweeps missed. Retention (1 hour by default) leaves the sweeps time to
+// report expired bindings and messages first.
+//
+// Times are stored with nanoseconds (the codec encoding) and come back in
+// UTC; index scores are milliseconds and only preselect candidates, the
+// exact comparison is made on the stored value.
+package redis
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"rcsd/storage"
+)
+
+// DefaultPrefix is the key prefix when Options.Prefix is empty.
+const DefaultPrefix = "rcsd:"
+
+// DefaultRetention is how long past its expiry Redis keeps data the sweeps
+// did not take, when Options.Retention is zero.
+const DefaultRetention = time.Hour
+
+// Options select and tune the Redis deployment.
+type Options struct {
+	// Addrs are host:port addresses: one for a single server; the
+	// Sentinels when MasterName is set; the seed nodes of a Cluster when
+	// there are several (or when Cluster is set).
+	Addrs []string
+	// MasterName selects Sentinel: the name of the monitored primary.
+	MasterName string
+	// Cluster forces Cluster mode with a single seed address.
+	Cluster bool
+	// Username and Password authenticate (ACL user, or requirepass with
+	// an empty Username).
+	Username, Password string
+	// DB is the database number; Cluster has only database 0.
+	DB int
+	// TLS, when set, makes every connection use TLS.
+	TLS *tls.Config
+	// Prefix starts every key ("rcsd:" when empty). It must not contain
+	// braces, which would change the keys' hash tags.
+	Prefix string
+	// Retention is how long after their expiry Redis keeps bindings and
+	// messages the sweeps did not take (DefaultRetention when zero).
+	Retention time.Duration
+}
+
+// Store is a Redis-backed storage.Store.
+type Store struct {
+	rdb     goredis.UniversalClient
+	cluster bool
+	prefix  string
+	keep    time.Duration
+
+	// Keys of the subscriber slot and the index slot.
+	subIndex                                                  string
+	idxBindings, idxBindingKeys, idxMsgs, idxDedup, idxRecpts string
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// Open connects to Redis and checks that it answers. ctx bounds the check.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if len(opts.Addrs) == 0 {
+		return nil, fmt.Errorf("redis: no address: %w", storage.ErrInvalid)
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("redis: key prefix %q contains a brace: %w", opts.Prefix, storage.ErrInvalid)
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = DefaultRetention
+	}
+	cluster := opts.MasterName == "" && (len(opts.Addrs) > 1 || opts.Cluster)
+	if cluster && opts.DB != 0 {
+		return nil, fmt.Errorf("redis: Cluster has only database 0, not %d: %w", opts.DB, storage.ErrInvalid)
+	}
+	uo := &goredis.UniversalOptions{
+		Addrs:         opts.Addrs,
+		MasterName:    opts.MasterName,
+		IsClusterMode: cluster,
+		Username:      opts.Username,
+		Password:      opts.Password,
+		DB:            opts.DB,
+		TLSConfig:     opts.TLS,
+		// RESP2: what every server version speaks; nothing here needs
+		// RESP3 push messages.
+		Protocol:        2,
+		DisableIdentity: true,
+		// Redis before 7.4 does not know CLIENT MAINT_NOTIFICATIONS.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}
+	p := opts.Prefix
+	s := &Store{
+		rdb:            goredis.NewUniversalClient(uo),
+		cluster:        cluster,
+		prefix:         p,
+		keep:           opts.Retention,
+		subIndex:       p + "{subscribers}:index",
+		idxBindings:    p + "{index}:bindings",
+		idxBindingKeys: p + "{index}:binding-keys",
+		idxMsgs:        p + "{index}:msgs",
+		idxDedup:       p + "{index}:dedup",
+		idxRecpts:      p + "{index}:recipients",
+	}
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		_ = s.rdb.Close()
+		return nil, fmt.Errorf("redis: connecting to %s: %w", strings.Join(opts.Addrs, ","), err)
+	}
+	return s, nil
+}
+
+// ParseURL reads a storage URL:
+//
+//	redis://[user:password@]host:port[,host2:port2…][/db][?master=NAME&cluster=1]
+//	rediss://…   the same over TLS (system roots, server name from the host)
+//
+// One address is a single server; master=NAME makes the addresses
+// Sentinels; several addresses, or cluster=1, make a Cluster. The port
+// defaults to 6379 (26379 for Sentinels). prefix=… sets Options.Prefix.
+func ParseURL(raw string) (Options, error) {
+	var o Options
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error repeats the URL, password included.
+		return o, fmt.Errorf("redis URL: %w", storage.ErrInvalid)
+	}
+	switch u.Scheme {
+	case "redis":
+	case "rediss":
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	default:
+		return o, fmt.Errorf("redis URL: scheme %q, want redis or rediss: %w", u.Scheme, storage.ErrInvalid)
+	}
+	if u.Opaque != "" {
+		return o, fmt.Errorf("redis URL: want redis://host:port: %w", storage.ErrInvalid)
+	}
+	if u.User != nil {
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+	}
+	q := u.Query()
+	o.MasterName = q.Get("master")
+	if v := q.Get("cluster"); v != "" {
+		c, err := strconv.ParseBool(v)
+		if err != nil {
+			return o, fmt.Errorf("redis URL: cluster=%q is not a boolean: %w", v, storage.ErrInvalid)
+		}
+		o.Cluster = c
+	}
+	o.Prefix = q.Get("prefix")
+	for k := range q {
+		switch k {
+		case "master", "cluster", "prefix":
+		default:
+			return o, fmt.Errorf("redis URL: unknown option %q: %w", k, storage.ErrInvalid)
+		}
+	}
+	if o.MasterName != "" && o.Cluster {
+		return o, fmt.Errorf("redis URL: master and cluster exclude each other: %w", storage.ErrInvalid)
+	}
+	defPort := "6379"
+	if o.MasterName != "" {
+		defPort = "26379"
+	}
+	if u.Host == "" {
+		return o, fmt.Errorf("redis URL: no host: %w", storage.ErrInvalid)
+	}
+	for _, h := range strings.Split(u.Host, ",") {
+		if h == "" {
+			return o, fmt.Errorf("redis URL: empty address in host list: %w", storage.ErrInvalid)
+		}
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			host, port = strings.Trim(h, "[]"), defPort
+		}
+		if host == "" {
+			return o, fmt.Errorf("redis URL: address %q without host: %w", h, storage.ErrInvalid)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+			return o, fmt.Errorf("redis URL: bad port in %q: %w", h, storage.ErrInvalid)
+		}
+		o.Addrs = append(o.Addrs, net.JoinHostPort(host, port))
+	}
+	if o.TLS != nil && len(o.Addrs) > 0 {
+		o.TLS.ServerName, _, _ = net.SplitHostPort(o.Addrs[0])
+	}
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		db, err := strconv.Atoi(p)
+		if err != nil || db < 0 {
+			return o, fmt.Errorf("redis URL: database %q is not a number: %w", p, storage.ErrInvalid)
+		}
+		o.DB = db
+	}
+	if o.DB != 0 && o.MasterName == "" && (o.Cluster || len(o.Addrs) > 1) {
+		return o, fmt.Errorf("redis URL: Cluster has only database 0: %w", storage.ErrInvalid)
+	}
+	return o, nil
+}
+
+// tag returns s as a hash tag body: s itself, unless it is empty (an
+// empty tag does not count) or a brace in it would end the tag early, and
+// then a hash of it.
+func tag(s string) string {
+	if s != "" && !strings.ContainsAny(s, "{}") {
+		return s
+	}
+	h := sha256.Sum256([]byte(s))
+	return "#" + hex.EncodeToString(h[:12])
+}
+
+func (s *Store) subKey(impi string) string  { return s.prefix + "{subscribers}:sub:" + impi }
+func (s *Store) impuKey(impu string) string { return s.prefix + "{subscribers}:impu:" + impu }
+func (s *Store) aorKey(aor string) string   { return s.prefix + "{" + tag(aor) + "}:bindings" }
+
+// recipientKeys are the message keys of recipient r, in the order the
+// scripts take them: msg, ids, dedup, dedupexp.
+func (s *Store) recipientKeys(r string) []string {
+	base := s.prefix + "{" + tag(r) + "}:"
+	return []string{base + "msg", base + "ids", base + "dedup", base + "dedupexp"}
+}
+
+func errClosed() error { return fmt.Errorf("redis: %w", storage.ErrClosed) }
+
+func (s *Store) ready(ctx context.Context) error {
+	if s.closed.Load() {
+		return errClosed()
+	}
+	return ctx.Err()
+}
+
+// wrap wraps an error from go-redis, turning a call that raced Close into
+// storage.ErrClosed.
+func wrap(op string, err error) error {
+	if errors.Is(err, goredis.ErrClosed) {
+		return fmt.Errorf("redis: %s: %w", op, storage.ErrClosed)
+	}
+	return fmt.Errorf("redis: %s: %w", op, err)
+}
+
+// maxAttempts bounds the optimistic retries of one call; each failed
+// attempt means another writer committed, so this is only reached under
+// pathological contention.
+const maxAttempts = 1000
+
+// optimistic runs an optimistic transaction (go-redis Watch) until it
+// commits, backing off a little after conflicts.
+func (s *Store) optimistic(ctx context.Context, fn func(*goredis.Tx) error, keys ...string) error {
+	for attempt := 0; ; attempt++ {
+		err := s.rdb.Watch(ctx, fn, keys...)
+		if !errors.Is(err, goredis.TxFailedErr) {
+			return err
+		}
+		if attempt >= maxAttempts {
+			return fmt.Errorf("gave up after %d conflicting writers: %w", attempt, storage.ErrConflict)
+		}
+		if attempt >= 3 {
+			d := time.Duration(attempt) * 50 * time.Microsecond
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(min(d, 5*time.Millisecond)):
+			}
+		}
+	}
+}
+
+// expireAt is the backstop TTL of data whose latest expiry is t.
+func (s *Store) expireAt(t time.Time) time.Time { return t.Add(s.keep) }
+
+// ms is t in Unix milliseconds, rounded down, as index scores hold it.
+func ms(t time.Time) float64 {
+	return float64(t.Unix()*1000 + int64(t.Nanosecond())/1e6)
+}
+
+// Ping implements storage.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return wrap("ping", err)
+	}
+	return nil
+}
+
+// Close implements storage.Store. Every write is acknowledged by Redis
+// before its method returns, so there is nothing to flush.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		if err := s.rdb.Close(); err != nil {
+			s.closeErr = fmt.Errorf("redis: closing: %w", err)
+		}
+	})
+	return s.closeErr
+}

@@ -1,0 +1,80 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"rcsd/test/rcsdproc"
+)
+
+// startRedis runs a redis-server on a free loopback port for the test
+// (make test installs it; its absence fails the test).
+func startRedis(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	require.NoError(t, err, "redis-server not found: make test installs it")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond)
+	return "redis://" + addr + "/0"
+}
+
+// TestRedisBackend runs rcsd on Redis: provisioning, registration, a
+// message stored for an offline user, an rcsd restart (the state is in
+// Redis, not the process), and the delivery when the user registers.
+func TestRedisBackend(t *testing.T) {
+	url := startRedis(t)
+	p := rcsdproc.Start(t, "--storage", url)
+	provision(t, p, "rosa", "rick")
+	rosa := dial(t, "UDP", p)
+	login(t, rosa, "rosa")
+	rosa.send(rcsMessage(rosa, "rosa", "rick", "m1redis", "kept in redis"))
+	res, raw := rosa.recv()
+	require.Equal(t, 202, res.StatusCode, raw)
+	p.Stop()
+
+	p = rcsdproc.Start(t, "--storage", url)
+	rick := dial(t, "UDP", p)
+	rick.send(fmt.Sprintf("REGISTER sip:rcs.local SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKr1;rport\r\nMax-Forwards: 70\r\nFrom: <sip:rick@rcs.local>;tag=r\r\nTo: <sip:rick@rcs.local>\r\nCall-ID: rick-reg\r\nCSeq: 1 REGISTER\r\nContact: <sip:rick@%s>\r\nContent-Length: 0\r\n\r\n", rick.local(), rick.local()))
+	res, _ = rick.recv()
+	ch := firstChallenge(t, res)
+	rick.send(fmt.Sprintf("REGISTER sip:rcs.local SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bKr2;rport\r\nMax-Forwards: 70\r\nFrom: <sip:rick@rcs.local>;tag=r\r\nTo: <sip:rick@rcs.local>\r\nCall-ID: rick-reg\r\nCSeq: 2 REGISTER\r\nContact: <sip:rick@%s>\r\nAuthorization: %s\r\nContent-Length: 0\r\n\r\n",
+		rick.local(), rick.local(), authorize(ch, "rick@rcs.local", "rick-pw", "00000001")))
+	var got *siplib.Request
+	var gotRaw string
+	for got == nil {
+		msg, raw := rick.readAny(5 * time.Second)
+		if req, ok := msg.(*siplib.Request); ok {
+			got, gotRaw = req, raw
+		}
+	}
+	assert.Contains(t, gotRaw, "P-Asserted-Identity: <sip:rosa@rcs.local>\r\n")
+	assert.Contains(t, gotRaw, "kept in redis")
+	rick.answer(got, 200)
+	require.Eventually(t, func() bool {
+		return strings.Contains(httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort)), "\nrcsd_messages_stored 0\n")
+	}, 5*time.Second, 50*time.Millisecond)
+	m := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort))
+	assert.Contains(t, m, "\nrcsd_registrations_active 2\n", "rosa's binding from before the restart and rick's, both in Redis")
+}
