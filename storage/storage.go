@@ -195,6 +195,11 @@ type BindingStore interface {
 	// after now), in the order they were first registered. Times come
 	// back in UTC.
 	Bindings(ctx context.Context, aor string, now time.Time) ([]Binding, error)
+	// AORs lists the AORs that have bindings (expired ones not yet
+	// purged included), in order, starting after the given one (cursor
+	// pagination; limit <= 0: all). For copying a store and operator
+	// tools, not for the request path.
+	AORs(ctx context.Context, after string, limit int) ([]string, error)
 	// UpdateBindings atomically replaces the bindings of aor with what fn
 	// returns. fn receives the bindings not expired at now and may be
 	// called more than once (optimistic backends retry on conflict), so it

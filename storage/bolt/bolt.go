@@ -557,6 +557,15 @@ func (s *Store) CountBindings(ctx context.Context) (int, error) {
 	return s.mem.CountBindings(ctx)
 }
 
+// AORs implements storage.BindingStore (from the live table, which holds
+// every binding).
+func (s *Store) AORs(ctx context.Context, after string, limit int) ([]string, error) {
+	if s.closed.Load() {
+		return nil, fmt.Errorf("bolt: %w", storage.ErrClosed)
+	}
+	return s.mem.AORs(ctx, after, limit)
+}
+
 func (s *Store) markDirty(aor string) {
 	s.dirtyMu.Lock()
 	s.dirty[aor] = struct{}{}

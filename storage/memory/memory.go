@@ -520,6 +520,29 @@ func (s *Store) CountBindings(context.Context) (int, error) {
 	return int(s.nBindings.Load()), nil
 }
 
+// AORs implements storage.BindingStore.
+func (s *Store) AORs(_ context.Context, after string, limit int) ([]string, error) {
+	if s.closed.Load() {
+		return nil, errClosed()
+	}
+	var out []string
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		for aor := range sh.aors {
+			if aor > after {
+				out = append(out, aor)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	slices.Sort(out)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
 // Ping implements storage.Store.
 func (s *Store) Ping(context.Context) error {
 	if s.closed.Load() {

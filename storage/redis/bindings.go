@@ -405,3 +405,36 @@ func (s *Store) CountBindings(ctx context.Context) (int, error) {
 	}
 	return int(n), nil
 }
+
+// AORs implements storage.BindingStore: the AORs are the prefixes of the
+// lexicographic index {index}:binding-keys ("AOR NUL key" members), read
+// in pages and de-duplicated.
+func (s *Store) AORs(ctx context.Context, after string, limit int) ([]string, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	var out []string
+	min := "-"
+	if after != "" {
+		min = "[" + after + "\x01" // past every member of after
+	}
+	for {
+		ms, err := s.rdb.ZRangeByLex(ctx, s.idxBindingKeys, &goredis.ZRangeBy{Min: min, Max: "+", Count: 1000}).Result()
+		if err != nil {
+			return nil, wrap("listing AORs", err)
+		}
+		if len(ms) == 0 {
+			return out, nil
+		}
+		for _, m := range ms {
+			aor, _, _ := strings.Cut(m, "\x00")
+			if len(out) == 0 || out[len(out)-1] != aor {
+				if limit > 0 && len(out) >= limit {
+					return out, nil
+				}
+				out = append(out, aor)
+			}
+		}
+		min = "(" + ms[len(ms)-1]
+	}
+}

@@ -81,6 +81,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 			{"ExpireLimit", testExpireLimit},
 			{"ExpireNothing", testExpireNothing},
 			{"Count", testBindingCount},
+			{"AORs", testAORs},
 			{"ConcurrentSameAOR", testConcurrentSameAOR},
 			{"ConcurrentMixed", testConcurrentMixed},
 		}},
@@ -1254,4 +1255,24 @@ func testNextSQNConcurrent(t *testing.T, s storage.Store) {
 	stored, err := s.SubscriberByIMPI(ctx, sub.IMPI)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(n), stored.SQN)
+}
+
+func testAORs(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	for _, aor := range []string{"sip:d@x", "sip:a@x", "sip:c@x", "sip:b@x"} {
+		for i := range 2 {
+			b := simpleBinding(aor, fmt.Sprintf("sip:%d@192.0.2.1:5060", i), base.Add(time.Hour))
+			_, err := s.UpdateBindings(ctx, aor, base, func(cur []storage.Binding) ([]storage.Binding, error) { return append(cur, b), nil })
+			require.NoError(t, err)
+		}
+	}
+	got, err := s.AORs(ctx, "", 2)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"sip:a@x", "sip:b@x"}, got)
+	got, err = s.AORs(ctx, "sip:b@x", 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"sip:c@x", "sip:d@x"}, got)
+	got, err = s.AORs(ctx, "sip:d@x", 0)
+	require.NoError(t, err)
+	assert.Empty(t, got)
 }
