@@ -23,6 +23,7 @@ Usage:
   rcsd subscriber list [--after IMPI] [--limit N]
   rcsd subscriber show <impi-or-public-uri>
   rcsd subscriber delete <impi-or-public-uri>
+  rcsd storage copy --from URL --to URL    (e.g. file:./data to redis://127.0.0.1:6379/0; the target must be empty)
   rcsd config keys                         (every setting, for --KEY and RCSD_KEY)
   rcsd version
 
@@ -78,6 +79,8 @@ func run(ctx context.Context, argv []string, stdout, stderr io.Writer) error {
 		return serve(ctx, cfg, stderr)
 	case "subscriber":
 		return subscriberCmd(ctx, &a, stdout)
+	case "storage":
+		return storageCmd(ctx, &a, stdout)
 	case "config":
 		if len(a.pos) == 1 && a.pos[0] == "keys" {
 			for _, k := range config.Keys() {
