@@ -99,6 +99,17 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 
 	metricsRegistry := prometheus.NewRegistry()
 	metricsRegistry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metricsRegistry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "rcsd_storage_up",
+		Help: "1 when the storage backend answers a ping (checked at scrape), else 0.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if store.Ping(ctx) != nil {
+			return 0
+		}
+		return 1
+	}))
 
 	hosts := []string{"localhost", "127.0.0.1", "::1", cfg.Domain}
 	for _, l := range cfg.SIP.Listen {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -77,4 +78,65 @@ func TestRedisBackend(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond)
 	m := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort))
 	assert.Contains(t, m, "\nrcsd_registrations_active 2\n", "rosa's binding from before the restart and rick's, both in Redis")
+}
+
+// TestRedisOutage: while Redis is down rcsd answers what needs storage
+// with 503 + Retry-After (never a 200 for what it could not store), says
+// so in /readyz and rcsd_storage_up, and recovers by itself when Redis is
+// back.
+func TestRedisOutage(t *testing.T) {
+	bin, err := exec.LookPath("redis-server")
+	require.NoError(t, err, "redis-server not found: make test installs it")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", dir)
+		require.NoError(t, cmd.Start())
+		require.Eventually(t, func() bool {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		}, 10*time.Second, 50*time.Millisecond)
+		return cmd
+	}
+	redis := start()
+	t.Cleanup(func() { _ = redis.Process.Kill(); _ = redis.Wait() })
+	p := rcsdproc.Start(t, "--storage", "redis://"+addr+"/0")
+	provision(t, p, "otto")
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort)
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", p.HTTPPort)
+	assert.Contains(t, httpGet(t, metrics), "\nrcsd_storage_up 1\n")
+
+	require.NoError(t, redis.Process.Kill())
+	_ = redis.Wait()
+	c := dial(t, "UDP", p)
+	res, _ := c.register(regReq{user: "otto", callID: "otto-1", cseq: 1, contact: "<sip:otto@" + c.local() + ">"})
+	ch := firstChallenge(t, res) // nonces need no storage
+	res, raw := c.register(regReq{user: "otto", callID: "otto-1", cseq: 2, contact: "<sip:otto@" + c.local() + ">", auth: authorize(ch, "otto@rcs.local", "otto-pw", "00000001")})
+	require.Equal(t, 503, res.StatusCode, raw)
+	assert.Contains(t, raw, "Retry-After: ")
+	r, err := http.Get(readyz)
+	require.NoError(t, err)
+	r.Body.Close()
+	assert.Equal(t, 503, r.StatusCode)
+	assert.Contains(t, httpGet(t, metrics), "\nrcsd_storage_up 0\n")
+
+	redis = start()
+	require.Eventually(t, func() bool {
+		r, err := http.Get(readyz)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	}, 15*time.Second, 200*time.Millisecond, "reconnected by itself")
+	res, raw = c.register(regReq{user: "otto", callID: "otto-1", cseq: 3, contact: "<sip:otto@" + c.local() + ">", auth: authorize(ch, "otto@rcs.local", "otto-pw", "00000002")})
+	require.Equal(t, 200, res.StatusCode, raw)
+	assert.Contains(t, httpGet(t, metrics), "\nrcsd_storage_up 1\n")
 }
