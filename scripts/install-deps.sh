@@ -6,6 +6,7 @@ set -euo pipefail
 need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
 command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
 if [[ "${1:-}" == kamailio ]]; then
   command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
