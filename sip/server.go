@@ -210,29 +210,33 @@ func (s *Server) writeUDP(conn net.PacketConn, res *siplib.Response) {
 // tooLarge answers 513 (RFC 3261 §21.5.14) to a datagram over the size
 // limit when its headers can be read, so the sender learns why.
 func (s *Server) tooLarge(conn net.PacketConn, info siplib.TransportReadProps, data []byte) {
-	if end := bytes.Index(data, []byte("\r\n\r\n")); end > 0 {
-		var hdr bytes.Buffer
-		for _, l := range bytes.Split(data[:end], []byte("\r\n")) {
-			name, _, _ := bytes.Cut(l, []byte(":"))
-			if n := strings.ToLower(strings.TrimSpace(string(name))); n == "content-length" || n == "l" {
-				continue
-			}
-			hdr.Write(l)
-			hdr.WriteString("\r\n")
-		}
-		hdr.WriteString("Content-Length: 0\r\n\r\n")
-		// The headers alone may exceed the limit: parse them without it
-		// (a datagram is at most 64 KiB anyway).
-		if msg, err := siplib.NewParser().ParseSIP(hdr.Bytes()); err == nil {
-			if req, ok := msg.(*siplib.Request); ok {
-				req.SetTransport("UDP")
-				req.SetSource(info.RemoteAddr.String())
-				s.writeUDP(conn, NewResponse(req, 513, "Message Too Large"))
-			}
-		}
-	}
+	// Logged before the answer goes out, so whoever sees the answer can
+	// find the log line.
 	s.log.Info("oversized datagram refused", zap.String("source", info.RemoteAddr.String()),
 		zap.Int("bytes", len(data)), zap.Int("limit", s.cfg.MaxMessageSize))
+	end := bytes.Index(data, []byte("\r\n\r\n"))
+	if end <= 0 {
+		return
+	}
+	var hdr bytes.Buffer
+	for _, l := range bytes.Split(data[:end], []byte("\r\n")) {
+		name, _, _ := bytes.Cut(l, []byte(":"))
+		if n := strings.ToLower(strings.TrimSpace(string(name))); n == "content-length" || n == "l" {
+			continue
+		}
+		hdr.Write(l)
+		hdr.WriteString("\r\n")
+	}
+	hdr.WriteString("Content-Length: 0\r\n\r\n")
+	// The headers alone may exceed the limit: parse them without it
+	// (a datagram is at most 64 KiB anyway).
+	if msg, err := siplib.NewParser().ParseSIP(hdr.Bytes()); err == nil {
+		if req, ok := msg.(*siplib.Request); ok {
+			req.SetTransport("UDP")
+			req.SetSource(info.RemoteAddr.String())
+			s.writeUDP(conn, NewResponse(req, 513, "Message Too Large"))
+		}
+	}
 }
 
 // Start opens every listener and returns once all are bound. Serving
