@@ -112,11 +112,10 @@ func NewServer(cfg Config, router *Router, log *zap.Logger) (*Server, error) {
 }
 
 // serveTx answers requests that came through sipgo's transaction layer
-// (TCP, TLS, WS, WSS, and transactional methods over UDP). Stateless
+// (TCP, TLS, WS, WSS; UDP requests are answered in readFilter). Stateless
 // methods get their response written directly and sipgo terminates the
 // transaction when the handler returns; transactional ones (HandleTx)
-// answer through the transaction, which keeps the final response for
-// retransmissions.
+// answer through the transaction.
 func (s *Server) serveTx(req *siplib.Request, tx siplib.ServerTransaction) {
 	s.inflight.Add(1)
 	defer s.inflight.Done()
