@@ -133,6 +133,9 @@ type SIP struct {
 	Advertise string   `yaml:"advertise"`
 	// MaxMessageSize bounds a whole SIP message; larger ones get 513.
 	MaxMessageSize int `yaml:"max_message_size"`
+	// MaxPending bounds the MESSAGE/OPTIONS requests over UDP handled at
+	// once (each may wait on a recipient); more get 503 + Retry-After.
+	MaxPending int `yaml:"max_pending"`
 	// UDPBuffer is the receive and send buffer of UDP listeners, so a
 	// burst (or a GC pause) does not overflow the socket. The kernel caps
 	// it at net.core.rmem_max / wmem_max.
@@ -215,6 +218,7 @@ func Default() Config {
 		SIP: SIP{
 			Listen:         []string{"udp://127.0.0.1:5060", "tcp://127.0.0.1:5060", "tls://127.0.0.1:5061"},
 			MaxMessageSize: 65535,
+			MaxPending:     8192,
 			UDPBuffer:      4 << 20,
 			ServerHeader:   "IM-serv/OMA1.0 rcsd/" + Version,
 		},
@@ -458,6 +462,9 @@ func (c *Config) Validate() []string {
 	}
 	if c.SIP.MaxMessageSize < 1024 || c.SIP.MaxMessageSize > 1<<20 {
 		add("sip.max_message_size", "want 1024..1048576, got %d", c.SIP.MaxMessageSize)
+	}
+	if c.SIP.MaxPending < 0 {
+		add("sip.max_pending", "want 0 (no bound) or more, got %d", c.SIP.MaxPending)
 	}
 	if c.SIP.UDPBuffer < 0 || c.SIP.UDPBuffer > 1<<30 {
 		add("sip.udp_buffer", "want 0..1073741824 bytes (0: the system default), got %d", c.SIP.UDPBuffer)

@@ -139,9 +139,28 @@ func (s *Server) serveUDPTx(conn net.PacketConn, local string, req *siplib.Reque
 		}
 		return
 	}
+	if max := s.cfg.MaxPending; max > 0 && s.pending.Load() >= int64(max) {
+		// Overloaded: refuse at once rather than queue (RFC 3261
+		// §21.5.4), and answer the retransmissions the same way.
+		res := NewResponse(req, 503, "Service Unavailable - Overloaded")
+		res.AppendHeader(siplib.NewHeader("Retry-After", "1"))
+		res.AppendHeader(siplib.NewHeader("Content-Length", "0"))
+		var buf bytes.Buffer
+		res.StringWrite(&buf)
+		s.retrans.finish(key, buf.Bytes())
+		s.writeRaw(conn, res.Destination(), buf.Bytes())
+		s.router.rejected.WithLabelValues("503").Inc()
+		if s.overloadLog.Add(1)%1000 == 1 { // one line per 1000, not one per request
+			s.log.Warn("overloaded: transactional requests refused with 503", zap.Int("max_pending", max),
+				zap.Int64("refused_so_far", s.overloadLog.Load()))
+		}
+		return
+	}
+	s.pending.Add(1)
 	s.inflight.Add(1)
 	go func() {
 		defer s.inflight.Done()
+		defer s.pending.Add(-1)
 		ctx := context.WithValue(context.Background(), LocalAddrKey{}, local)
 		res := s.router.Serve(ctx, req)
 		if res == nil {

@@ -87,3 +87,52 @@ func TestRetransCacheExpiry(t *testing.T) {
 	assert.False(t, seen, "gone after Timer J")
 	assert.Equal(t, 2, c.len(), "k2 and the new k1")
 }
+
+// Above MaxPending transactional requests at once, new ones are refused
+// with 503 + Retry-After at once, and their retransmissions get the same.
+func TestUDPTransactionalOverload(t *testing.T) {
+	router := NewRouter("rcsd-test", nil, zap.NewNop(), prometheus.NewRegistry())
+	release := make(chan struct{})
+	router.HandleTx("MESSAGE", func(_ context.Context, req *siplib.Request) *siplib.Response {
+		<-release
+		return NewResponse(req, 202, "Accepted")
+	})
+	tlsCfg, _, err := LoadOrCreateCertificate("", "", "", []string{"127.0.0.1"})
+	require.NoError(t, err)
+	s, err := NewServer(Config{Listen: []string{"udp://127.0.0.1:0"}, MaxMessageSize: 65535, MaxPending: 1, TLS: tlsCfg}, router, zap.NewNop())
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+	defer s.Shutdown(context.Background())
+	defer close(release)
+
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer c.Close()
+	dst, err := net.ResolveUDPAddr("udp", s.Addr("udp"))
+	require.NoError(t, err)
+	msgs := map[string][]byte{}
+	send := func(branch string) {
+		if msgs[branch] == nil { // the same bytes again: a retransmission
+			msgs[branch] = []byte(strings.Replace(request("MESSAGE", "sip:bob@rcs.local", "UDP", c.LocalAddr().String(), ""), "branch=", "branch=z9hG4bK"+branch+"x", 1))
+		}
+		_, err := c.WriteTo(msgs[branch], dst)
+		require.NoError(t, err)
+	}
+	read := func() string {
+		buf := make([]byte, 4096)
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil {
+			return ""
+		}
+		return string(buf[:n])
+	}
+	send("busy") // takes the one slot
+	time.Sleep(50 * time.Millisecond)
+	send("extra")
+	res := read()
+	require.True(t, strings.HasPrefix(res, "SIP/2.0 503 Service Unavailable - Overloaded\r\n"), res)
+	assert.Contains(t, res, "Retry-After: 1\r\n")
+	send("extra")
+	assert.Equal(t, res, read(), "the retransmission gets the same answer")
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -23,8 +24,12 @@ import (
 type Config struct {
 	Listen         []string // transport://host:port
 	MaxMessageSize int
-	UDPBuffer      int // bytes; 0 keeps the system default
-	UserAgent      string
+	// MaxPending bounds the transactional requests (HandleTx) over UDP
+	// being handled at once; more are answered 503 + Retry-After at once
+	// (overload: shed load before the socket overflows). 0: no bound.
+	MaxPending int
+	UDPBuffer  int // bytes; 0 keeps the system default
+	UserAgent  string
 	// Advertise is the host[:port] put in the Via of requests rcsd sends
 	// when it sits behind NAT or a load balancer; empty: the socket's own
 	// address.
@@ -42,13 +47,15 @@ type Server struct {
 	client *sipgo.Client
 	parser *siplib.Parser
 
-	mu        sync.Mutex
-	udp       map[string]net.PacketConn // local address -> listener, for the stateless fast path
-	retrans   *retransCache             // server transactions of HandleTx methods over UDP
-	closers   []func() error
-	addrs     []Listener
-	inflight  sync.WaitGroup
-	serveErrs chan error
+	mu          sync.Mutex
+	udp         map[string]net.PacketConn // local address -> listener, for the stateless fast path
+	retrans     *retransCache             // server transactions of HandleTx methods over UDP
+	pending     atomic.Int64              // HandleTx requests over UDP being handled
+	overloadLog atomic.Int64              // 503s sent for overload
+	closers     []func() error
+	addrs       []Listener
+	inflight    sync.WaitGroup
+	serveErrs   chan error
 }
 
 // Listener is a bound listener.

@@ -168,7 +168,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		router.Gate(ims.StripAsserted(log.Named("sip")))
 	}
 	server, err := rsip.NewServer(rsip.Config{
-		Listen: cfg.SIP.Listen, MaxMessageSize: cfg.SIP.MaxMessageSize, UDPBuffer: cfg.SIP.UDPBuffer, Advertise: cfg.SIP.Advertise, UserAgent: cfg.SIP.ServerHeader, TLS: tlsCfg,
+		Listen: cfg.SIP.Listen, MaxMessageSize: cfg.SIP.MaxMessageSize, MaxPending: cfg.SIP.MaxPending, UDPBuffer: cfg.SIP.UDPBuffer, Advertise: cfg.SIP.Advertise, UserAgent: cfg.SIP.ServerHeader, TLS: tlsCfg,
 	}, router, log.Named("sip"))
 	if err != nil {
 		return err
