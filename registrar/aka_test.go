@@ -416,3 +416,36 @@ func TestAKAStorageFailure(t *testing.T) {
 	res := h.register(reg{user: nativeUser, aor: "sip:native@rcs.local", cseq: 1}, initialAuth(nativeUser))
 	assert.Equal(t, 503, res.StatusCode)
 }
+
+// Every AKA challenge of a known identity costs a store write (its SQN), so
+// challenges per identity are bounded like failures — for unknown
+// identities alike, so the block reveals nothing.
+func TestAKAChallengeRateLimit(t *testing.T) {
+	for _, user := range []string{nativeUser, "mallory@rcs.local"} {
+		t.Run(user, func(t *testing.T) {
+			h := newAKAHarness(t, "aka digest")
+			h.r.id = NewLimiter(4, time.Minute, time.Minute)
+			r := reg{user: user, aor: "sip:" + user, callID: "flood"}
+			for i := 1; i <= 4; i++ {
+				r.cseq = i
+				res := h.register(r, initialAuth(user))
+				require.Equal(t, 401, res.StatusCode, "challenge %d", i)
+			}
+			r.cseq = 5
+			res := h.register(r, initialAuth(user))
+			require.Equal(t, 403, res.StatusCode)
+			assert.Equal(t, "Too Many Failed Authentications", res.Reason)
+			assert.Equal(t, "61", res.GetHeader("Retry-After").Value())
+			if user == nativeUser {
+				assert.Equal(t, uint64(4), h.sqn(user), "no vector after the block")
+			}
+
+			// Another identity is not affected; the block ends.
+			o := reg{user: "other@rcs.local", aor: "sip:other@rcs.local", cseq: 1, callID: "o"}
+			assert.Equal(t, 401, h.register(o, initialAuth("other@rcs.local")).StatusCode)
+			h.now = h.now.Add(61 * time.Second)
+			r.cseq = 6
+			assert.Equal(t, 401, h.register(r, initialAuth(user)).StatusCode)
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	siplib "github.com/emiago/sipgo/sip"
 
@@ -80,6 +81,7 @@ func BenchmarkRegisterFlow(b *testing.B) {
 // with the timer stopped.
 func BenchmarkAKAFlow(b *testing.B) {
 	h := newAKAHarness(b, "aka digest")
+	h.r.id = NewLimiter(0, time.Minute, time.Minute) // b.N challenges of one identity at one instant
 	parser := siplib.NewParser()
 	var buf bytes.Buffer
 	u := newUSIM()

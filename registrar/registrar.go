@@ -322,6 +322,18 @@ func (r *Registrar) challenge(ctx context.Context, req *siplib.Request, aor, imp
 			return r.unavailable(req, fmt.Errorf("lookup %s: %w", aor, err))
 		}
 	}
+	if impi != "" && r.needsIdentity() {
+		// Each AKA challenge of a known identity costs a store write (its
+		// SQN): challenges per identity are bounded like failures, and
+		// counted the same for unknown identities (no enumeration).
+		key := "aka:" + impi
+		if wait, blocked := r.id.Blocked(key, now); blocked {
+			res, result := r.reject(req, 403, "Too Many Failed Authentications", "rate_limited", "too many AKA challenges for "+impi)
+			res.AppendHeader(siplib.NewHeader("Retry-After", strconv.Itoa(int(wait.Seconds())+1)))
+			return res, result
+		}
+		r.id.Fail(key, now)
+	}
 	if impi != "" && sub == nil && r.needsIdentity() {
 		s, err := r.lookup(ctx, impi)
 		if err != nil {
