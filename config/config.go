@@ -125,6 +125,14 @@ type AKA struct {
 // Node identifies this process among several sharing one store.
 type Node struct {
 	ID string `yaml:"id"`
+	// Address is host:port where the other nodes reach this node's SIP TCP
+	// listener to hand it requests for the handsets connected here; empty:
+	// the first tcp:// listener (with sip.advertise's host when set).
+	Address string `yaml:"address"`
+	// TTL is how long a node counts as alive after its last heartbeat in
+	// the shared store; heartbeats go every TTL/3. Bindings held by a node
+	// not alive are unreachable (messages for them are stored).
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // SIP is the signalling side.
@@ -214,7 +222,7 @@ func Default() Config {
 		Mode:    "standalone",
 		Domain:  "rcs.local",
 		Storage: "file:./data",
-		Node:    Node{ID: host},
+		Node:    Node{ID: host, TTL: 10 * time.Second},
 		SIP: SIP{
 			Listen:         []string{"udp://127.0.0.1:5060", "tcp://127.0.0.1:5060", "tls://127.0.0.1:5061"},
 			MaxMessageSize: 65535,
@@ -420,6 +428,14 @@ func Set(cfg *Config, key, val string) error {
 func (c *Config) Validate() []string {
 	var p []string
 	add := func(key, format string, args ...any) { p = append(p, key+": "+fmt.Sprintf(format, args...)) }
+	if c.Node.TTL < 3*time.Second {
+		add("node.ttl", "must be at least 3s (heartbeats go every ttl/3), got %s", c.Node.TTL)
+	}
+	if c.Node.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Node.Address); err != nil {
+			add("node.address", "want host:port: %v", err)
+		}
+	}
 	switch c.Mode {
 	case ModeStandalone:
 	case ModeIMSAS:
