@@ -220,11 +220,36 @@ type BindingStore interface {
 	CountBindings(ctx context.Context) (int, error)
 }
 
+// Node is an rcsd process sharing the store with others.
+type Node struct {
+	ID      string    `json:"id"`
+	Address string    `json:"address"` // host:port of its SIP TCP listener, for the other nodes
+	Expires time.Time `json:"expires"` // alive until then unless it heartbeats again
+}
+
+// ClusterStore is what nodes sharing one store coordinate through. The
+// embedded backends serve one process, so for them it only ever sees that
+// process; times compare across nodes, so their clocks must agree (NTP)
+// to well within the node TTL.
+type ClusterStore interface {
+	// Heartbeat records n as alive until n.Expires, replacing its earlier
+	// record. ID and Address are required (ErrInvalid).
+	Heartbeat(ctx context.Context, n Node) error
+	// Nodes returns the nodes whose Expires is after now, in ID order.
+	Nodes(ctx context.Context, now time.Time) ([]Node, error)
+	// Lease gives key to owner until now+ttl when it is free, expired or
+	// already owner's (a renewal), and reports whether owner holds it.
+	Lease(ctx context.Context, key, owner string, now time.Time, ttl time.Duration) (bool, error)
+	// Release frees key when owner holds it, and does nothing otherwise.
+	Release(ctx context.Context, key, owner string) error
+}
+
 // Store is a complete backend.
 type Store interface {
 	SubscriberStore
 	BindingStore
 	MessageStore
+	ClusterStore
 	// Ping reports whether the backend can serve requests (for /readyz).
 	Ping(ctx context.Context) error
 	// Close flushes pending writes and releases the backend. Calling it

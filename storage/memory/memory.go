@@ -42,6 +42,7 @@ import (
 	"rcsd/storage"
 	"rcsd/storage/internal/check"
 	"rcsd/storage/internal/codec"
+	"rcsd/storage/internal/lease"
 )
 
 // shardCount is a power of two well above the core counts rcsd runs on, so
@@ -65,6 +66,8 @@ type Store struct {
 	shards    [shardCount]shard
 
 	msgs messages
+
+	cluster *lease.Table
 }
 
 // subscriber is a stored subscriber: its encoding, and its SQN, which
@@ -103,6 +106,8 @@ func New() *Store {
 		byIMPU: make(map[string]string),
 		seed:   maphash.MakeSeed(),
 		msgs:   newMessages(),
+
+		cluster: lease.New(),
 	}
 	for i := range s.shards {
 		s.shards[i].aors = make(map[string]aorBindings)

@@ -86,6 +86,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 			{"ConcurrentMixed", testConcurrentMixed},
 		}},
 		{"Messages", messageTests},
+		{"Cluster", clusterTests},
 		{"Lifecycle", []test{
 			{"Ping", testPing},
 			{"Close", testClose},
