@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -120,6 +121,13 @@ func isRCS(m storage.Message) bool {
 // addressed or, failing that, under another public identity of the same
 // subscriber (a tel: URI addressed, a sip: URI registered).
 func (p *Pager) recipientBindings(ctx context.Context, to string) ([]storage.Binding, error) {
+	bs, err := p.anyBindings(ctx, to)
+	// A dead node's connections are gone: its bindings wait for the
+	// handset to register again (on any node).
+	return slices.DeleteFunc(bs, func(b storage.Binding) bool { return !p.opts.Holds(b.Node) }), err
+}
+
+func (p *Pager) anyBindings(ctx context.Context, to string) ([]storage.Binding, error) {
 	now := p.now()
 	bs, err := p.store.Bindings(ctx, to, now)
 	if err != nil || len(bs) > 0 {
@@ -190,7 +198,7 @@ func (p *Pager) fork(ctx context.Context, m storage.Message, bindings []storage.
 		for _, r := range b.Path {
 			out.AppendHeader(siplib.NewHeader("Route", r))
 		}
-		wait, err := p.sender.Send(ctx, out, rsip.Flow{Transport: b.Transport, Source: b.Source, Local: b.Local, Contact: b.Contact})
+		wait, err := p.sender.Send(ctx, out, rsip.Flow{Transport: b.Transport, Source: b.Source, Local: b.Local, Contact: b.Contact, Node: b.Node})
 		if err != nil {
 			results <- classify(nil, err)
 			continue

@@ -108,7 +108,7 @@ func (p *Pager) forwardOptions(ctx context.Context, req *siplib.Request, from st
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := p.sender.Request(ctx, out, rsip.Flow{Transport: b.Transport, Source: b.Source, Local: b.Local, Contact: b.Contact})
+			res, err := p.sender.Request(ctx, out, rsip.Flow{Transport: b.Transport, Source: b.Source, Local: b.Local, Contact: b.Contact, Node: b.Node})
 			if err != nil {
 				res = nil
 			}

@@ -100,6 +100,14 @@ type Options struct {
 	PAToken      string
 	PAPagerLimit int
 	HTTPClient   *http.Client
+	// Node is this node's ID: it owns the drains it runs (a lease in the
+	// store, so nodes sharing it never drain one recipient at once).
+	// Default "local".
+	Node string
+	// Holds reports whether the node a binding records can reach the
+	// handset (itself or a live node); bindings of a dead node are left
+	// out, as if the handset were offline. Default: every node.
+	Holds func(node string) bool
 }
 
 func (o *Options) defaults() {
@@ -129,6 +137,12 @@ func (o *Options) defaults() {
 	}
 	if o.PAPagerLimit <= 0 {
 		o.PAPagerLimit = 900
+	}
+	if o.Node == "" {
+		o.Node = "local"
+	}
+	if o.Holds == nil {
+		o.Holds = func(string) bool { return true }
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{Timeout: 10 * time.Second}

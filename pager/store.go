@@ -70,6 +70,17 @@ func (p *Pager) kick(recipient string, force bool) {
 			return
 		}
 		defer func() { <-p.slots }()
+		if !p.lease(recipient) {
+			// Another node drains it (it reads until nothing is due), or
+			// the store is down (the sweep tries again).
+			p.finishDrain(recipient)
+			return
+		}
+		defer func() {
+			if err := p.store.Release(context.WithoutCancel(p.ctx), drainKey(recipient), p.opts.Node); err != nil {
+				p.log.Debug("drain lease not released", zap.String("to", recipient), zap.Error(err))
+			}
+		}()
 		for {
 			p.drain(recipient, force)
 			p.mu.Lock()
@@ -84,6 +95,19 @@ func (p *Pager) kick(recipient string, force bool) {
 			p.mu.Unlock()
 		}
 	}()
+}
+
+func drainKey(recipient string) string { return "drain:" + recipient }
+
+// lease takes or renews this node's lease on draining recipient: nodes
+// sharing a store must not deliver one recipient's messages twice at once.
+// It lasts a few delivery timeouts and is renewed with every batch.
+func (p *Pager) lease(recipient string) bool {
+	ok, err := p.store.Lease(p.ctx, drainKey(recipient), p.opts.Node, p.now(), 4*p.opts.DeliveryTimeout)
+	if err != nil {
+		p.log.Warn("drain lease", zap.String("to", recipient), zap.Error(err))
+	}
+	return err == nil && ok
 }
 
 func (p *Pager) finishDrain(recipient string) {
@@ -110,9 +134,12 @@ const drainWindow = 32
 // them again (at-least-once; handsets de-duplicate by imdn.Message-ID).
 func (p *Pager) drain(recipient string, force bool) {
 	ctx := p.ctx
-	for ctx.Err() == nil {
+	for first := true; ctx.Err() == nil; first = false {
 		if !p.reachable(ctx, recipient) {
 			return // its next registration drains it
+		}
+		if !first && !p.lease(recipient) {
+			return
 		}
 		ms, err := p.store.PendingMessages(ctx, recipient, drainBatch)
 		if err != nil {

@@ -56,6 +56,7 @@ type Server struct {
 	addrs       []Listener
 	inflight    sync.WaitGroup
 	serveErrs   chan error
+	cluster     *ClusterConfig // nil: a single node
 }
 
 // Listener is a bound listener.
@@ -130,11 +131,20 @@ func (s *Server) serveTx(req *siplib.Request, tx siplib.ServerTransaction) {
 	if l := req.Laddr; l.IP != nil {
 		ctx = context.WithValue(ctx, LocalAddrKey{}, net.JoinHostPort(l.IP.String(), strconv.Itoa(l.Port)))
 	}
-	res := s.router.Serve(ctx, req)
+	var res *siplib.Response
+	flow, relayed := s.forwarded(req)
+	if relayed {
+		res = s.relay(req, flow)
+		if res.ContentLength() == nil {
+			res.AppendHeader(siplib.NewHeader("Content-Length", "0")) // streams need it
+		}
+	} else {
+		res = s.router.Serve(ctx, req)
+	}
 	if res == nil {
 		return
 	}
-	if s.router.Transactional(string(req.Method)) {
+	if relayed || s.router.Transactional(string(req.Method)) {
 		if err := tx.Respond(res); err != nil {
 			s.log.Warn("response not sent", zap.Int("status", res.StatusCode), zap.String("destination", res.Destination()),
 				zap.String("transport", res.Transport()), zap.Error(err))
@@ -397,6 +407,7 @@ type Flow struct {
 	Source    string // remote host:port
 	Local     string // local listener host:port (UDP)
 	Contact   string // Contact URI, used when the flow cannot carry the request
+	Node      string // rcsd node holding the flow; "" or this node: here
 }
 
 // Request sends req to a handset over its flow and waits for the final
@@ -417,6 +428,9 @@ func (s *Server) Request(ctx context.Context, req *siplib.Request, flow Flow) (*
 // requests sent one after the other leave in that order), and wait
 // returns the final response. wait must be called once.
 func (s *Server) Send(ctx context.Context, req *siplib.Request, flow Flow) (wait func() (*siplib.Response, error), err error) {
+	if s.remote(flow) {
+		return s.sendViaNode(ctx, req, flow)
+	}
 	tp := strings.ToUpper(flow.Transport)
 	req.SetTransport(tp)
 	req.SetDestination(flow.Source)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"rcsd/admin"
+	"rcsd/cluster"
 	"rcsd/config"
 	"rcsd/ims"
 	"rcsd/pager"
@@ -213,6 +215,15 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		router.Handle("SUBSCRIBE", regEvents.ServeSIP)
 		registrarHandler.Observe(regEvents)
 	}
+	nodes := cluster.New(cfg.Node.ID, cfg.Node.Address, cfg.Node.TTL, store, log.Named("cluster"), metricsRegistry)
+	clusterKey := []byte(cfg.Auth.NonceSecret)
+	if len(clusterKey) == 0 {
+		// Nodes sharing a store must share auth.nonce_secret (nonces and
+		// flow tokens); a lone node makes its own.
+		clusterKey = make([]byte, 32)
+		_, _ = rand.Read(clusterKey)
+	}
+	server.SetCluster(rsip.ClusterConfig{Self: cfg.Node.ID, Key: clusterKey, Nodes: nodes})
 	pagerMetrics := pager.NewMetrics(metricsRegistry, func() float64 {
 		n, _ := store.CountMessages(context.Background())
 		return float64(n)
@@ -224,6 +235,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		MaxRecipients: cfg.Pager.MaxRecipients, SpamNumber: cfg.Pager.SpamNumber, ReportLifetime: cfg.Pager.ReportLifetime,
 		Capabilities: cfg.Pager.Capabilities,
 		PADomain:     cfg.PA.Domain, PAWebhook: cfg.PA.Webhook, PAToken: cfg.PA.Token, PAPagerLimit: cfg.PA.PagerLimit,
+		Node: cfg.Node.ID, Holds: nodes.Holds,
 	}, store, server, log.Named("pager"), pagerMetrics)
 	router.HandleTx("MESSAGE", pagerHandler.ServeSIP)
 	registrarHandler.Observe(pagerHandler)
@@ -253,6 +265,21 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		n, _ := strconv.Atoi(p)
 		tlsPort.Store(int32(n))
 	}
+	nodeAddr := cfg.Node.Address
+	if nodeAddr == "" {
+		nodeAddr = server.NodeAddress()
+	}
+	if nodeAddr == "" {
+		nodeAddr = advertised(&cfg, server.Listeners())
+		log.Warn("no tcp:// listener: other nodes cannot hand this one requests for its handsets (set node.address to a TCP listener)")
+	}
+	nodes.SetAddress(nodeAddr)
+	if err := nodes.Beat(ctx); err != nil {
+		log.Warn("first node heartbeat failed", zap.Error(err))
+	}
+	if len(cfg.Auth.NonceSecret) == 0 && len(nodes.Alive()) > 1 {
+		log.Warn("other nodes share this store but auth.nonce_secret is not set: they cannot forward requests to each other")
+	}
 	regEventsCtx, stopRegEvents := context.WithCancel(context.Background())
 	regEventsDone := make(chan struct{})
 	if regEvents != nil {
@@ -264,6 +291,11 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		if regEvents != nil {
 			regEvents.Run(regEventsCtx)
 		}
+	}()
+	clusterDone := make(chan struct{})
+	go func() {
+		defer close(clusterDone)
+		nodes.Run(regEventsCtx)
 	}()
 	pagerDone := make(chan struct{})
 	go func() {
@@ -292,6 +324,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	stopRegEvents()
 	<-regEventsDone
 	<-pagerDone
+	<-clusterDone
 	pagerHandler.Close()
 	if err := server.Shutdown(sctx); err != nil {
 		errs = append(errs, err)

@@ -18,13 +18,10 @@ import (
 // readAny reads the next datagram (request or response) within d.
 func (c *wireClient) readAny(d time.Duration) (siplib.Message, string) {
 	c.t.Helper()
-	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(d)))
-	buf := make([]byte, 65535)
-	n, err := c.conn.Read(buf)
-	require.NoError(c.t, err, "nothing arrived")
-	msg, err := siplib.ParseMessage(buf[:n])
-	require.NoError(c.t, err, string(buf[:n]))
-	return msg, string(buf[:n])
+	raw := c.readRaw(d)
+	msg, err := siplib.ParseMessage([]byte(raw))
+	require.NoError(c.t, err, raw)
+	return msg, raw
 }
 
 // notifyClient is a handset that answers NOTIFYs while it registers: a

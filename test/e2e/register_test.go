@@ -62,36 +62,45 @@ func (c *wireClient) send(msg string) {
 
 func (c *wireClient) recv() (*siplib.Response, string) {
 	c.t.Helper()
-	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(5*time.Second)))
-	var raw []byte
+	raw := c.readRaw(5 * time.Second)
+	msg, err := siplib.ParseMessage([]byte(raw))
+	require.NoError(c.t, err, raw)
+	res, ok := msg.(*siplib.Response)
+	require.True(c.t, ok, raw)
+	return res, raw
+}
+
+// readRaw reads one message: a datagram, or over a stream the headers and
+// Content-Length bytes of body.
+func (c *wireClient) readRaw(d time.Duration) string {
+	c.t.Helper()
+	require.NoError(c.t, c.conn.SetReadDeadline(time.Now().Add(d)))
 	if c.transport == "UDP" {
 		buf := make([]byte, 65535)
 		n, err := c.conn.Read(buf)
-		require.NoError(c.t, err)
-		raw = buf[:n]
-	} else {
-		length := 0
-		for {
-			line, err := c.r.ReadString('\n')
-			require.NoError(c.t, err)
-			raw = append(raw, line...)
-			if line == "\r\n" {
-				break
-			}
-			if name, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(name), "Content-Length") {
-				length, _ = strconv.Atoi(strings.TrimSpace(v))
-			}
-		}
-		body := make([]byte, length)
-		_, err := io.ReadFull(c.r, body)
-		require.NoError(c.t, err)
-		raw = append(raw, body...)
+		require.NoError(c.t, err, "nothing arrived")
+		return string(buf[:n])
 	}
-	msg, err := siplib.ParseMessage(raw)
-	require.NoError(c.t, err, string(raw))
-	res, ok := msg.(*siplib.Response)
-	require.True(c.t, ok, string(raw))
-	return res, string(raw)
+	var raw []byte
+	length := 0
+	for {
+		line, err := c.r.ReadString('\n')
+		require.NoError(c.t, err, "nothing arrived")
+		if len(raw) == 0 && line == "\r\n" {
+			continue // a keep-alive
+		}
+		raw = append(raw, line...)
+		if line == "\r\n" {
+			break
+		}
+		if name, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(strings.TrimSpace(name), "Content-Length") {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	body := make([]byte, length)
+	_, err := io.ReadFull(c.r, body)
+	require.NoError(c.t, err)
+	return string(append(raw, body...))
 }
 
 type regReq struct {

@@ -178,6 +178,16 @@ func (p *Proc) Stop() {
 	}
 }
 
+// Kill ends rcsd with SIGKILL (a crash: nothing flushed, no goodbye) and
+// waits for it to be gone.
+func (p *Proc) Kill() {
+	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+}
+
 // Run runs an rcsd subcommand with the process's common flags.
 func (p *Proc) Run(ctx context.Context, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, Binary(p.t), append(args, p.Args...)...)

@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"rcsd/test/rcsdproc"
+)
+
+// startNodes runs two rcsd nodes sharing one Redis (and the secret that
+// signs their flow tokens).
+func startNodes(t *testing.T) (n1, n2 *rcsdproc.Proc) {
+	t.Helper()
+	url := startRedis(t)
+	common := []string{"--storage", url, "--auth.nonce_secret", "e2e-shared-secret", "--node.ttl", "3s", "--pager.sweep_interval", "1s"}
+	n1 = rcsdproc.Start(t, append(common, "--node.id", "n1")...)
+	n2 = rcsdproc.Start(t, append(common, "--node.id", "n2")...)
+	require.Eventually(t, func() bool {
+		return strings.Contains(httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", n1.HTTPPort)), "\nrcsd_cluster_nodes 2\n")
+	}, 5*time.Second, 100*time.Millisecond, "n1 sees n2")
+	return n1, n2
+}
+
+// imdnMessage is fixture 20 (a display notification) from one handset to
+// another, over c.
+func imdnMessage(t *testing.T, c *wireClient, from, to, branch string) string {
+	t.Helper()
+	b, err := os.ReadFile("testdata/20-imdn-ue-to-server.txt")
+	require.NoError(t, err)
+	head, body, _ := strings.Cut(strings.ReplaceAll(string(b), "\r\n", "\n"), "\n\n")
+	lines := strings.Split(head, "\n")
+	lines[0] = "MESSAGE sip:" + to + "@rcs.local SIP/2.0"
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "Via:"):
+			lines[i] = "Via: SIP/2.0/" + c.transport + " " + c.local() + ";branch=" + branch + ";rport"
+		case strings.HasPrefix(l, "From:"):
+			lines[i] = "From: <sip:" + from + "@rcs.local>;tag=" + branch
+		case strings.HasPrefix(l, "To:"):
+			lines[i] = "To: <sip:" + to + "@rcs.local>"
+		case strings.HasPrefix(l, "Call-ID:"):
+			lines[i] = "Call-ID: " + branch + "@e2e"
+		case strings.HasPrefix(l, "Contact:"):
+			lines[i] = "Contact: <sip:" + from + "@" + c.local() + ">"
+		}
+	}
+	body = strings.ReplaceAll(body, "\n", "\r\n")
+	head = regexp.MustCompile(`(?m)^Content-Length:.*$`).ReplaceAllString(strings.Join(lines, "\r\n"), "Content-Length: "+strconv.Itoa(len(body)))
+	return head + "\r\n\r\n" + body
+}
+
+// expectRequest reads c until a request arrives, failing on anything else
+// but provisional or keep-alive traffic.
+func expectRequest(t *testing.T, c *wireClient) (*siplib.Request, string) {
+	t.Helper()
+	msg, raw := c.readAny(5 * time.Second)
+	req, ok := msg.(*siplib.Request)
+	require.True(t, ok, "want a request, got:\n%s", raw)
+	return req, raw
+}
+
+// TestTwoNodes: handsets on two nodes sharing Redis reach each other —
+// pager messages and IMDNs both ways, each carried down the recipient's
+// own TCP connection by the node holding it — and a message for a handset
+// that went offline on one node is delivered when it registers on the
+// other.
+func TestTwoNodes(t *testing.T) {
+	n1, n2 := startNodes(t)
+	provision(t, n1, "ann", "bob")
+	ann := dial(t, "TCP", n1)
+	login(t, ann, "ann")
+	bob := dial(t, "TCP", n2)
+	login(t, bob, "bob")
+
+	// ann → bob: in at n1, out of n2 over bob's connection.
+	ann.send(rcsMessage(ann, "ann", "bob", "m1nodes", "across nodes"))
+	req, raw := expectRequest(t, bob)
+	assert.Equal(t, siplib.MESSAGE, req.Method)
+	assert.Equal(t, "sip:bob@"+bob.local(), req.Recipient.String(), "Request-URI is bob's contact")
+	assert.Contains(t, raw, "P-Asserted-Identity: <sip:ann@rcs.local>\r\n")
+	assert.Contains(t, raw, "Contribution-ID: contrib-m1nodes\r\n")
+	assert.Contains(t, raw, "across nodes")
+	assert.NotContains(t, raw, "Route:", "the flow token is n2's own business")
+	assert.Len(t, req.GetHeaders("Via"), 1, "n2 sent it, in a transaction of its own")
+	assert.Contains(t, req.Via().Host+":"+strconv.Itoa(req.Via().Port), "127.0.0.1:"+strconv.Itoa(n2.Port))
+	bob.answer(req, 200)
+	res, raw := ann.recv()
+	require.Equal(t, 200, res.StatusCode, raw)
+
+	// bob → ann: the display notification, the other way round.
+	bob.send(imdnMessage(t, bob, "bob", "ann", "z9hG4bKimdn1"))
+	req, raw = expectRequest(t, ann)
+	assert.Contains(t, raw, "P-Asserted-Identity: <sip:bob@rcs.local>\r\n")
+	assert.Contains(t, raw, "Content-Type: message/imdn+xml")
+	assert.Contains(t, raw, "<message-id>dpecbMzb</message-id>")
+	ann.answer(req, 200)
+	res, raw = bob.recv()
+	require.Equal(t, 200, res.StatusCode, raw)
+
+	// A handset answering 480 through the other node: the sender's node
+	// stores the message (202), as for a handset of its own.
+	ann.send(rcsMessage(ann, "ann", "bob", "m2busy", "try later"))
+	req, _ = expectRequest(t, bob)
+	bob.answer(req, 480)
+	res, raw = ann.recv()
+	require.Equal(t, 202, res.StatusCode, raw)
+
+	// bob drops off n2 (de-registers) and comes back on n1: the stored
+	// message and one sent meanwhile arrive there, in order.
+	res, raw = bob.register(regReq{user: "bob", callID: "e2e-bob" + bob.local(), cseq: 3, contact: "<sip:bob@" + bob.local() + ">;expires=0"})
+	require.Equal(t, 401, res.StatusCode, raw)
+	ch := firstChallenge(t, res)
+	res, raw = bob.register(regReq{user: "bob", callID: "e2e-bob" + bob.local(), cseq: 4, contact: "<sip:bob@" + bob.local() + ">;expires=0",
+		auth: authorize(ch, "bob@rcs.local", "bob-pw", "00000001")})
+	require.Equal(t, 200, res.StatusCode, raw)
+	ann.send(rcsMessage(ann, "ann", "bob", "m3offline", "while you were away"))
+	res, raw = ann.recv()
+	require.Equal(t, 202, res.StatusCode, raw)
+
+	bob1 := dial(t, "TCP", n1)
+	login(t, bob1, "bob")
+	for _, want := range []string{"try later", "while you were away"} {
+		req, raw = expectRequest(t, bob1)
+		assert.Contains(t, raw, want)
+		bob1.answer(req, 200)
+	}
+	require.Eventually(t, func() bool {
+		return strings.Contains(httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", n2.HTTPPort)), "\nrcsd_messages_stored 0\n")
+	}, 5*time.Second, 50*time.Millisecond, "delivered messages are gone from the shared store")
+}
+
+// TestNodeDies: a node killed with its handsets' connections leaves their
+// bindings behind; once its heartbeat lapses they are unreachable, so a
+// message for such a handset is stored (202) — not sent into the void —
+// and delivered when the handset registers on a live node.
+func TestNodeDies(t *testing.T) {
+	n1, n2 := startNodes(t)
+	provision(t, n1, "cat", "dan")
+	cat := dial(t, "TCP", n1)
+	login(t, cat, "cat")
+	dan := dial(t, "TCP", n2)
+	login(t, dan, "dan")
+
+	n2.Kill()
+	require.Eventually(t, func() bool {
+		return strings.Contains(httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", n1.HTTPPort)), "\nrcsd_cluster_nodes 1\n")
+	}, 10*time.Second, 100*time.Millisecond, "n2's heartbeat lapses")
+	start := time.Now()
+	cat.send(rcsMessage(cat, "cat", "dan", "m1dead", "kept for dan"))
+	res, raw := cat.recv()
+	require.Equal(t, 202, res.StatusCode, raw)
+	assert.Less(t, time.Since(start), 2*time.Second, "answered at once")
+	assert.Regexp(t, `recipient unreachable, storing.*"to": "sip:dan@rcs.local", "why": "no registered contact"`, n1.Logs(),
+		"the dead node's binding is left out: no attempt toward it")
+
+	dan1 := dial(t, "TCP", n1)
+	login(t, dan1, "dan")
+	req, raw := expectRequest(t, dan1)
+	assert.Contains(t, raw, "kept for dan")
+	dan1.answer(req, 200)
+}
