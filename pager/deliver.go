@@ -2,7 +2,6 @@ package pager
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -47,6 +46,15 @@ func retryable(code int) bool {
 // suitable binding of the recipient at once.
 func (p *Pager) deliver(ctx context.Context, m storage.Message) outcome {
 	return p.start(ctx, m)()
+}
+
+// deliverTo is deliver with the recipient's bindings already looked up.
+func (p *Pager) deliverTo(ctx context.Context, m storage.Message, bindings []storage.Binding) outcome {
+	bindings = selectContacts(bindings, m)
+	if len(bindings) == 0 {
+		return outcome{class: unreachable, why: noContact}
+	}
+	return p.fork(ctx, m, bindings)()
 }
 
 // start sends m (the request leaves before start returns, so messages
@@ -133,14 +141,11 @@ func (p *Pager) anyBindings(ctx context.Context, to string) ([]storage.Binding, 
 	if err != nil || len(bs) > 0 {
 		return bs, err
 	}
-	sub, err := p.store.SubscriberByIMPU(ctx, to)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil
-	}
+	impus, err := p.aliases.lookup(ctx, to)
 	if err != nil {
 		return nil, fmt.Errorf("subscriber of %s: %w", to, err)
 	}
-	for _, u := range sub.IMPUs {
+	for _, u := range impus {
 		if u == to {
 			continue
 		}

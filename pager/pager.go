@@ -104,6 +104,14 @@ type Options struct {
 	// store, so nodes sharing it never drain one recipient at once).
 	// Default "local".
 	Node string
+	// LeaseTTL is how long a drain's lease lasts unless renewed (every
+	// LeaseTTL/3 while the drain runs): a node that dies mid-drain holds
+	// the recipient's stored messages back that long. Default 10s.
+	LeaseTTL time.Duration
+	// AliasTTL is how long a subscriber's other public identities are
+	// remembered for finding bindings under them (aliases.go). Default
+	// 30s; negative: not remembered.
+	AliasTTL time.Duration
 	// Holds reports whether the node a binding records can reach the
 	// handset (itself or a live node); bindings of a dead node are left
 	// out, as if the handset were offline. Default: every node.
@@ -141,6 +149,12 @@ func (o *Options) defaults() {
 	if o.Node == "" {
 		o.Node = "local"
 	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 10 * time.Second
+	}
+	if o.AliasTTL == 0 {
+		o.AliasTTL = 30 * time.Second
+	}
 	if o.Holds == nil {
 		o.Holds = func(string) bool { return true }
 	}
@@ -176,6 +190,8 @@ type Pager struct {
 	// onFailed is told about messages given up (expired, refused).
 	onFailed func(storage.Message)
 
+	aliases *aliasCache
+
 	mu       sync.Mutex
 	closed   bool            // Close was called: no new background work
 	draining map[string]bool // recipients being drained
@@ -190,6 +206,7 @@ func New(opts Options, store storage.Store, sender Sender, log *zap.Logger, m *M
 	return &Pager{
 		opts: opts, store: store, sender: sender, log: log, metrics: m, now: opts.Now,
 		ctx: ctx, cancel: cancel, slots: make(chan struct{}, opts.MaxDrains),
+		aliases:  newAliasCache(store, opts.AliasTTL, opts.Now),
 		draining: map[string]bool{}, again: map[string]bool{},
 	}
 }
@@ -235,26 +252,47 @@ func (p *Pager) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Respo
 // route delivers m now if its recipient can take it, else stores it, and
 // answers the sender (seed 001 Table 5-10: 202 = stored on the server).
 func (p *Pager) route(ctx context.Context, req *siplib.Request, m storage.Message) *siplib.Response {
-	// Messages already waiting for this recipient go first: a new one
-	// queues behind them rather than overtaking.
-	waiting, err := p.store.PendingMessages(ctx, m.Recipient, 1)
-	if err != nil {
-		return p.unavailable(req, err)
-	}
-	if len(waiting) == 0 {
-		dctx, cancel := context.WithTimeout(ctx, p.opts.DeliveryTimeout)
-		out := p.deliver(dctx, m)
-		cancel()
-		switch out.class {
-		case delivered:
-			p.metrics.Delivered.WithLabelValues("direct").Inc()
-			p.metrics.Latency.Observe(p.now().Sub(m.Received).Seconds())
-			return p.relayed(req, out.res)
-		case rejected:
-			p.metrics.Failed.WithLabelValues("rejected").Inc()
-			return p.relayed(req, out.res)
+	var waiting []storage.Message
+	offline := false
+	if p.opts.Route == nil {
+		// Bindings first: a recipient without any gets the message
+		// stored at once — the common store-and-forward case costs no
+		// look at the queue (each look is a round trip on Redis).
+		bs, err := p.recipientBindings(ctx, m.Recipient)
+		if err != nil {
+			return p.unavailable(req, err)
 		}
-		p.log.Debug("recipient unreachable, storing", zap.String("to", m.Recipient), zap.String("why", out.why))
+		offline = len(bs) == 0
+		if offline {
+			p.log.Debug("recipient offline, storing", zap.String("to", m.Recipient))
+		} else {
+			// Messages already waiting for this recipient go first: a
+			// new one queues behind them rather than overtaking.
+			if waiting, err = p.store.PendingMessages(ctx, m.Recipient, 1); err != nil {
+				return p.unavailable(req, err)
+			}
+		}
+		if !offline && len(waiting) == 0 {
+			dctx, cancel := context.WithTimeout(ctx, p.opts.DeliveryTimeout)
+			out := p.deliverTo(dctx, m, bs)
+			cancel()
+			if res := p.settled(req, m, out); res != nil {
+				return res
+			}
+		}
+	} else {
+		var err error
+		if waiting, err = p.store.PendingMessages(ctx, m.Recipient, 1); err != nil {
+			return p.unavailable(req, err)
+		}
+		if len(waiting) == 0 {
+			dctx, cancel := context.WithTimeout(ctx, p.opts.DeliveryTimeout)
+			out := p.deliver(dctx, m)
+			cancel()
+			if res := p.settled(req, m, out); res != nil {
+				return res
+			}
+		}
 	}
 	dup, err := p.store.PutMessage(ctx, m)
 	if err != nil {
@@ -265,13 +303,29 @@ func (p *Pager) route(ctx context.Context, req *siplib.Request, m storage.Messag
 		p.log.Info("duplicate MESSAGE not stored again", zap.String("to", m.Recipient), zap.String("stored_as", dup))
 	} else {
 		p.metrics.Stored.Inc()
-		if len(waiting) > 0 && p.reachable(ctx, m.Recipient) {
+		if !offline && len(waiting) > 0 && p.reachable(ctx, m.Recipient) {
 			// Older messages wait but the recipient is there: a drain
 			// (which this one joins) may be due.
 			p.kick(m.Recipient, false)
 		}
 	}
 	return p.accepted(req)
+}
+
+// settled answers the sender when a delivery attempt decided m's fate;
+// nil when m must be stored.
+func (p *Pager) settled(req *siplib.Request, m storage.Message, out outcome) *siplib.Response {
+	switch out.class {
+	case delivered:
+		p.metrics.Delivered.WithLabelValues("direct").Inc()
+		p.metrics.Latency.Observe(p.now().Sub(m.Received).Seconds())
+		return p.relayed(req, out.res)
+	case rejected:
+		p.metrics.Failed.WithLabelValues("rejected").Inc()
+		return p.relayed(req, out.res)
+	}
+	p.log.Debug("recipient unreachable, storing", zap.String("to", m.Recipient), zap.String("why", out.why))
+	return nil
 }
 
 func (p *Pager) accepted(req *siplib.Request) *siplib.Response {

@@ -76,17 +76,19 @@ func (p *Pager) kick(recipient string, force bool) {
 			p.finishDrain(recipient)
 			return
 		}
+		ctx, lost := p.holdLease(recipient)
 		defer func() {
+			lost()
 			if err := p.store.Release(context.WithoutCancel(p.ctx), drainKey(recipient), p.opts.Node); err != nil {
 				p.log.Debug("drain lease not released", zap.String("to", recipient), zap.Error(err))
 			}
 		}()
 		for {
-			p.drain(recipient, force)
+			p.drain(ctx, recipient, force)
 			p.mu.Lock()
 			f, again := p.again[recipient]
 			delete(p.again, recipient)
-			if !again && !f || p.ctx.Err() != nil {
+			if !again && !f || ctx.Err() != nil {
 				delete(p.draining, recipient)
 				p.mu.Unlock()
 				return
@@ -101,13 +103,39 @@ func drainKey(recipient string) string { return "drain:" + recipient }
 
 // lease takes or renews this node's lease on draining recipient: nodes
 // sharing a store must not deliver one recipient's messages twice at once.
-// It lasts a few delivery timeouts and is renewed with every batch.
 func (p *Pager) lease(recipient string) bool {
-	ok, err := p.store.Lease(p.ctx, drainKey(recipient), p.opts.Node, p.now(), 4*p.opts.DeliveryTimeout)
+	ok, err := p.store.Lease(p.ctx, drainKey(recipient), p.opts.Node, p.now(), p.opts.LeaseTTL)
 	if err != nil {
 		p.log.Warn("drain lease", zap.String("to", recipient), zap.Error(err))
 	}
 	return err == nil && ok
+}
+
+// holdLease renews the lease every LeaseTTL/3 while the drain runs — the
+// lease is short so that a node dying mid-drain blocks the recipient's
+// messages for one TTL only — and cancels the returned context if the
+// lease is lost. release stops the renewal.
+func (p *Pager) holdLease(recipient string) (ctx context.Context, release func()) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(p.opts.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if !p.lease(recipient) {
+					p.log.Warn("drain lease lost: stopping the drain", zap.String("to", recipient))
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { cancel(); <-done }
 }
 
 func (p *Pager) finishDrain(recipient string) {
@@ -132,14 +160,10 @@ const drainWindow = 32
 // the retry (the back-off, or the next registration). Delivered messages
 // are removed a batch at a time in one write: a crash in between delivers
 // them again (at-least-once; handsets de-duplicate by imdn.Message-ID).
-func (p *Pager) drain(recipient string, force bool) {
-	ctx := p.ctx
-	for first := true; ctx.Err() == nil; first = false {
+func (p *Pager) drain(ctx context.Context, recipient string, force bool) {
+	for ctx.Err() == nil {
 		if !p.reachable(ctx, recipient) {
 			return // its next registration drains it
-		}
-		if !first && !p.lease(recipient) {
-			return
 		}
 		ms, err := p.store.PendingMessages(ctx, recipient, drainBatch)
 		if err != nil {

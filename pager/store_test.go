@@ -410,3 +410,34 @@ func TestBurnAfterReadingCarried(t *testing.T) {
 	assert.Contains(t, got, "imdn.Disposition-Notification: positive-delivery, display, burned")
 	bob.send(srv, answer(got, 200, "OK"))
 }
+
+// Nodes sharing a store never drain one recipient at once: while another
+// node holds the drain lease (it died mid-drain, say) this node leaves
+// the messages alone, and takes over once the lease has lapsed.
+func TestDrainLease(t *testing.T) {
+	e := start(t, nil, func(o *Options) { o.Node = "n1"; o.LeaseTTL = 600 * time.Millisecond })
+	alice, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	srv := e.srv.Addr("udp")
+	alice.send(srv, fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-lease"))
+	require.Equal(t, 202, status(readFinal(alice)))
+
+	ok, err := e.store.Lease(context.Background(), "drain:sip:bob@rcs.local", "n2", time.Now(), 500*time.Millisecond)
+	require.NoError(t, err)
+	require.True(t, ok)
+	e.registered(t, "sip:bob@rcs.local", bob)
+	got, _ := bob.read(300 * time.Millisecond)
+	assert.Empty(t, got, "n2 holds the lease")
+
+	// The sweep takes over after the lease lapses.
+	time.Sleep(300 * time.Millisecond)
+	e.p.sweep(context.Background())
+	got, _ = bob.read(3 * time.Second)
+	require.NotEmpty(t, got)
+	assert.Contains(t, got, "imdn.Message-ID: W8dcb0vf")
+	bob.send(srv, answer(got, 200, "OK"))
+	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond)
+	ok, err = e.store.Lease(context.Background(), "drain:sip:bob@rcs.local", "n2", time.Now(), time.Second)
+	require.NoError(t, err)
+	assert.True(t, ok, "released after the drain")
+}

@@ -235,7 +235,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		MaxRecipients: cfg.Pager.MaxRecipients, SpamNumber: cfg.Pager.SpamNumber, ReportLifetime: cfg.Pager.ReportLifetime,
 		Capabilities: cfg.Pager.Capabilities,
 		PADomain:     cfg.PA.Domain, PAWebhook: cfg.PA.Webhook, PAToken: cfg.PA.Token, PAPagerLimit: cfg.PA.PagerLimit,
-		Node: cfg.Node.ID, Holds: nodes.Holds,
+		Node: cfg.Node.ID, Holds: nodes.Holds, LeaseTTL: cfg.Node.TTL,
 	}, store, server, log.Named("pager"), pagerMetrics)
 	router.HandleTx("MESSAGE", pagerHandler.ServeSIP)
 	registrarHandler.Observe(pagerHandler)

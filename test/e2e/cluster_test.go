@@ -159,7 +159,7 @@ func TestNodeDies(t *testing.T) {
 	res, raw := cat.recv()
 	require.Equal(t, 202, res.StatusCode, raw)
 	assert.Less(t, time.Since(start), 2*time.Second, "answered at once")
-	assert.Regexp(t, `recipient unreachable, storing.*"to": "sip:dan@rcs.local", "why": "no registered contact"`, n1.Logs(),
+	assert.Regexp(t, `recipient offline, storing.*"to": "sip:dan@rcs.local"`, n1.Logs(),
 		"the dead node's binding is left out: no attempt toward it")
 
 	dan1 := dial(t, "TCP", n1)

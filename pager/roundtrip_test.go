@@ -1,0 +1,106 @@
+package pager
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	siplib "github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"rcsd/storage"
+	"rcsd/storage/memory"
+)
+
+// countingStore records the store calls a request makes: each is one
+// round trip on Redis.
+type countingStore struct {
+	storage.Store
+	mu    sync.Mutex
+	calls []string
+}
+
+func (c *countingStore) note(name string) {
+	c.mu.Lock()
+	c.calls = append(c.calls, name)
+	c.mu.Unlock()
+}
+
+func (c *countingStore) take() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.calls
+	c.calls = nil
+	return out
+}
+
+func (c *countingStore) Bindings(ctx context.Context, aor string, now time.Time) ([]storage.Binding, error) {
+	c.note("Bindings " + aor)
+	return c.Store.Bindings(ctx, aor, now)
+}
+
+func (c *countingStore) PendingMessages(ctx context.Context, r string, limit int) ([]storage.Message, error) {
+	c.note("PendingMessages " + r)
+	return c.Store.PendingMessages(ctx, r, limit)
+}
+
+func (c *countingStore) PutMessage(ctx context.Context, m storage.Message) (string, error) {
+	c.note("PutMessage " + m.Recipient)
+	return c.Store.PutMessage(ctx, m)
+}
+
+func (c *countingStore) SubscriberByIMPU(ctx context.Context, impu string) (storage.Subscriber, error) {
+	c.note("SubscriberByIMPU " + impu)
+	return c.Store.SubscriberByIMPU(ctx, impu)
+}
+
+// A MESSAGE for an offline user costs three store round trips — the
+// sender's flow check, the recipient's bindings, the write — which is the
+// issue's budget for Redis. The subscriber lookup that finds bindings
+// under the recipient's other identities is remembered (aliasCache).
+func TestStoredMessageRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	store := &countingStore{Store: mem}
+	require.NoError(t, mem.PutSubscribers(ctx, []storage.Subscriber{
+		{IMPI: "bob@rcs.local", IMPUs: []string{"sip:bob@rcs.local", "tel:+8613900000002"}},
+		{IMPI: "carol@rcs.local", IMPUs: []string{"sip:carol@rcs.local"}},
+	}))
+	now := time.Now()
+	_, err := mem.UpdateBindings(ctx, "sip:alice@rcs.local", now, func([]storage.Binding) ([]storage.Binding, error) {
+		return []storage.Binding{{AOR: "sip:alice@rcs.local", Contact: "sip:alice@127.0.0.1:5555", CallID: "a", CSeq: 1,
+			Expires: now.Add(time.Hour), Transport: "udp", Source: "127.0.0.1:5555"}}, nil
+	})
+	require.NoError(t, err)
+	p := New(Options{Domain: "rcs.local"}, store, nil, zap.NewNop(), NewMetrics(prometheus.NewRegistry(), nil))
+	t.Cleanup(p.Close)
+
+	send := func(to, n string) int {
+		raw := "MESSAGE sip:" + to + "@rcs.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5555;branch=z9hG4bK-rt" + n + "\r\n" +
+			"Max-Forwards: 70\r\nFrom: <sip:alice@rcs.local>;tag=a" + n + "\r\nTo: <sip:" + to + "@rcs.local>\r\n" +
+			"Call-ID: rt" + n + "@test\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+		msg, err := siplib.ParseMessage([]byte(raw))
+		require.NoError(t, err)
+		req := msg.(*siplib.Request)
+		req.SetTransport("UDP")
+		req.SetSource("127.0.0.1:5555")
+		return p.ServeSIP(ctx, req).StatusCode
+	}
+	require.Equal(t, 202, send("bob", "1"))
+	assert.Equal(t, []string{"Bindings sip:alice@rcs.local", "Bindings sip:bob@rcs.local", "SubscriberByIMPU sip:bob@rcs.local",
+		"Bindings tel:+8613900000002", "PutMessage sip:bob@rcs.local"}, store.take(), "first message: aliases looked up")
+	require.Equal(t, 202, send("bob", "2"))
+	assert.Equal(t, []string{"Bindings sip:alice@rcs.local", "Bindings sip:bob@rcs.local",
+		"Bindings tel:+8613900000002", "PutMessage sip:bob@rcs.local"}, store.take(), "one more per other identity")
+
+	require.Equal(t, 202, send("carol", "3"))
+	store.take()
+	require.Equal(t, 202, send("carol", "4"))
+	assert.Equal(t, []string{"Bindings sip:alice@rcs.local", "Bindings sip:carol@rcs.local", "PutMessage sip:carol@rcs.local"},
+		store.take(), "three for a one-identity subscriber")
+}
