@@ -70,9 +70,9 @@ func expectRequest(t *testing.T, c *wireClient) (*siplib.Request, string) {
 
 // TestTwoNodes: handsets on two nodes sharing Redis reach each other —
 // pager messages and IMDNs both ways, each carried down the recipient's
-// own TCP connection by the node holding it — and a message for a handset
-// that went offline on one node is delivered when it registers on the
-// other.
+// own TCP connection by the node holding it — and messages stored for a
+// handset that went offline on one node (by either node) are delivered
+// when it registers on the other.
 func TestTwoNodes(t *testing.T) {
 	n1, n2 := startNodes(t)
 	provision(t, n1, "ann", "bob")
@@ -122,9 +122,13 @@ func TestTwoNodes(t *testing.T) {
 	res, raw = bob.register(regReq{user: "bob", callID: "e2e-bob" + bob.local(), cseq: 4, contact: "<sip:bob@" + bob.local() + ">;expires=0",
 		auth: authorize(ch, "bob@rcs.local", "bob-pw", "00000001")})
 	require.Equal(t, 200, res.StatusCode, raw)
-	ann.send(rcsMessage(ann, "ann", "bob", "m3offline", "while you were away"))
-	res, raw = ann.recv()
+	// ann's second device, on n2, writes meanwhile: stored by n2.
+	ann2 := dial(t, "TCP", n2)
+	login(t, ann2, "ann")
+	ann2.send(rcsMessage(ann2, "ann", "bob", "m3offline", "while you were away"))
+	res, raw = ann2.recv()
 	require.Equal(t, 202, res.StatusCode, raw)
+	assert.Regexp(t, `recipient offline, storing.*"to": "sip:bob@rcs.local"`, n2.Logs())
 
 	bob1 := dial(t, "TCP", n1)
 	login(t, bob1, "bob")
