@@ -129,31 +129,31 @@ func isRCS(m storage.Message) bool {
 // addressed or, failing that, under another public identity of the same
 // subscriber (a tel: URI addressed, a sip: URI registered).
 func (p *Pager) recipientBindings(ctx context.Context, to string) ([]storage.Binding, error) {
-	bs, err := p.anyBindings(ctx, to)
-	// A dead node's connections are gone: its bindings wait for the
-	// handset to register again (on any node).
-	return slices.DeleteFunc(bs, func(b storage.Binding) bool { return !p.opts.Holds(b.Node) }), err
-}
-
-func (p *Pager) anyBindings(ctx context.Context, to string) ([]storage.Binding, error) {
-	now := p.now()
-	bs, err := p.store.Bindings(ctx, to, now)
-	if err != nil || len(bs) > 0 {
-		return bs, err
-	}
 	impus, err := p.aliases.lookup(ctx, to)
 	if err != nil {
 		return nil, fmt.Errorf("subscriber of %s: %w", to, err)
 	}
+	aors := make([]string, 1, 1+len(impus))
+	aors[0] = to
 	for _, u := range impus {
-		if u == to {
-			continue
+		if u != to {
+			aors = append(aors, u)
 		}
-		more, err := p.store.Bindings(ctx, u, now)
-		if err != nil {
-			return nil, err
+	}
+	// All identities in one read (one round trip on Redis): the common
+	// RCS case addresses the tel: URI of a handset registered as sip:.
+	all, err := storage.BindingsOf(ctx, p.store, aors, p.now())
+	if err != nil {
+		return nil, err
+	}
+	var bs []storage.Binding
+	for i, more := range all {
+		// A dead node's connections are gone: its bindings wait for the
+		// handset to register again (on any node).
+		bs = append(bs, slices.DeleteFunc(more, func(b storage.Binding) bool { return !p.opts.Holds(b.Node) })...)
+		if i == 0 && len(bs) > 0 {
+			return bs, nil // the identity addressed first
 		}
-		bs = append(bs, more...)
 	}
 	return bs, nil
 }

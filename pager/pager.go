@@ -31,6 +31,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -359,9 +360,19 @@ func (p *Pager) identify(ctx context.Context, req *siplib.Request) (string, *sip
 		return "", p.unavailable(req, err)
 	}
 	tp := strings.ToLower(req.Transport())
+	src := req.Source()
+	srcHost, _, _ := net.SplitHostPort(src)
 	for _, b := range bs {
-		if b.Transport == tp && b.Source == req.Source() {
+		if b.Transport == tp && b.Source == src {
 			return from, nil
+		}
+		// Registered through an edge proxy (Path, RFC 3327): the proxy
+		// vouches for the handset, and reaches any node over a connection
+		// of its own, so its address counts, not the connection's port.
+		if len(b.Path) > 0 && b.Transport == tp && srcHost != "" {
+			if h, _, _ := net.SplitHostPort(b.Source); h == srcHost {
+				return from, nil
+			}
 		}
 	}
 	return "", p.refuse(req, 403, "Forbidden - Not Registered From This Address", from+" has no binding on "+tp+" "+req.Source())

@@ -252,3 +252,23 @@ func TestIMSASDelivery(t *testing.T) {
 	msg, _ := scscf.read(300 * time.Millisecond)
 	assert.Empty(t, msg)
 }
+
+// A handset registered through an edge proxy (Path) reaches whichever
+// node the proxy picks, over that proxy's own connection: the proxy's
+// address proves the sender, not the port its REGISTER came from. Without
+// Path the exact flow is required (TestStandaloneRefusals).
+func TestSenderBehindEdgeProxy(t *testing.T) {
+	e := start(t, nil)
+	proxy, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:bob@rcs.local", bob, "bob")
+	now := time.Now()
+	_, err := e.store.UpdateBindings(context.Background(), "sip:carol@rcs.local", now, func([]storage.Binding) ([]storage.Binding, error) {
+		return []storage.Binding{{AOR: "sip:carol@rcs.local", Contact: "sip:carol@192.0.2.7:5060", CallID: "c", CSeq: 1,
+			Expires: now.Add(time.Hour), Transport: "udp", Source: "127.0.0.1:1", Path: []string{"<sip:127.0.0.1:1;lr>"}}}, nil
+	})
+	require.NoError(t, err)
+	proxy.send(e.srv.Addr("udp"), message("sip:carol@rcs.local", "sip:bob@rcs.local", proxy.addr(), "z9hG4bK-edge"))
+	got, _ := bob.read(5 * time.Second)
+	require.NotEmpty(t, got, "accepted from the proxy's host on another port")
+	assert.Equal(t, "<sip:carol@rcs.local>", header(got, "P-Asserted-Identity"))
+}

@@ -8,8 +8,8 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
 command -v svwar >/dev/null 2>&1 || need+=(sipvicious)
+command -v kamailio >/dev/null 2>&1 || need+=(kamailio) # test/e2e/dispatcher_test.go
 if [[ "${1:-}" == kamailio ]]; then
-  command -v kamailio >/dev/null 2>&1 || need+=(kamailio)
   command -v sipsak >/dev/null 2>&1 || need+=(sipsak)
   [[ -n "$(find /usr/lib -name db_sqlite.so -path "*kamailio*" 2>/dev/null | head -1)" ]] || need+=(kamailio-sqlite-modules)
   [[ -n "$(find /usr/lib -name msilo.so -path '*kamailio*' 2>/dev/null | head -1)" ]] || need+=(kamailio-extra-modules)

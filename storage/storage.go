@@ -220,6 +220,30 @@ type BindingStore interface {
 	CountBindings(ctx context.Context) (int, error)
 }
 
+// MultiBindingReader is implemented by backends that read the bindings of
+// several AORs in one round trip (a subscriber's public identities).
+type MultiBindingReader interface {
+	// BindingsOf returns, for each of aors, what Bindings would.
+	BindingsOf(ctx context.Context, aors []string, now time.Time) ([][]Binding, error)
+}
+
+// BindingsOf reads the bindings of several AORs, in one round trip when
+// the backend can.
+func BindingsOf(ctx context.Context, s BindingStore, aors []string, now time.Time) ([][]Binding, error) {
+	if m, ok := s.(MultiBindingReader); ok {
+		return m.BindingsOf(ctx, aors, now)
+	}
+	out := make([][]Binding, len(aors))
+	for i, aor := range aors {
+		bs, err := s.Bindings(ctx, aor, now)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = bs
+	}
+	return out, nil
+}
+
 // Node is an rcsd process sharing the store with others.
 type Node struct {
 	ID      string    `json:"id"`

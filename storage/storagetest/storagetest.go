@@ -82,6 +82,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 			{"ExpireNothing", testExpireNothing},
 			{"Count", testBindingCount},
 			{"AORs", testAORs},
+			{"BindingsOf", testBindingsOf},
 			{"ConcurrentSameAOR", testConcurrentSameAOR},
 			{"ConcurrentMixed", testConcurrentMixed},
 		}},
@@ -1276,4 +1277,34 @@ func testAORs(t *testing.T, s storage.Store) {
 	got, err = s.AORs(ctx, "sip:d@x", 0)
 	require.NoError(t, err)
 	assert.Empty(t, got)
+}
+
+// storage.BindingsOf (one round trip where the backend can) reads what
+// Bindings reads, AOR by AOR, expired bindings left out.
+func testBindingsOf(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	const a, b, gone = "sip:alice@example.net", "tel:+8613900000001", "sip:old@example.net"
+	for _, x := range []storage.Binding{
+		fullBinding(a, 1),
+		simpleBinding(b, "sip:b@192.0.2.2:5060", base.Add(time.Hour)),
+		simpleBinding(b, "sip:b2@192.0.2.3:5060", base.Add(time.Minute)),
+		simpleBinding(gone, "sip:old@192.0.2.4:5060", base.Add(time.Minute)),
+	} {
+		_, err := s.UpdateBindings(ctx, x.AOR, base, upsert(x))
+		require.NoError(t, err)
+	}
+	now := base.Add(2 * time.Minute)
+	aors := []string{b, "sip:nobody@example.net", a, gone}
+	got, err := storage.BindingsOf(ctx, s, aors, now)
+	require.NoError(t, err)
+	require.Len(t, got, len(aors))
+	for i, aor := range aors {
+		want, err := s.Bindings(ctx, aor, now)
+		require.NoError(t, err)
+		requireBindings(t, want, got[i])
+	}
+	assert.Len(t, got[0], 1, "b2 expired")
+	assert.Empty(t, got[1])
+	assert.Len(t, got[2], 1)
+	assert.Empty(t, got[3])
 }
