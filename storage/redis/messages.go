@@ -145,17 +145,24 @@ func (s *Store) PutMessage(ctx context.Context, m storage.Message) (string, erro
 		args = append(args, k)
 	}
 	keys := s.withIndex(s.recipientKeys(m.Recipient), s.idxMsgs, s.idxDedup, s.idxRecpts)
-	res, err := putMessage.Run(ctx, s.rdb, keys, args...).Slice()
+	res, replicas, err := s.runPut(ctx, keys, args)
 	if err != nil {
 		return "", wrap("storing message", err)
 	}
 	code, _ := res[0].(int64)
-	switch code {
-	case 1:
+	if code == 2 {
+		return "", fmt.Errorf("redis: message %s of %s: %w", m.ID, m.Recipient, storage.ErrConflict)
+	}
+	if replicas < s.waitN {
+		// Stored (or already known: a retry of a message whose first
+		// attempt was not replicated in time) on the primary, but a
+		// failover now could lose it: not to be acknowledged.
+		return "", fmt.Errorf("redis: message %s of %s: %d of %d replicas within %v: %w",
+			m.ID, m.Recipient, replicas, s.waitN, s.waitT, ErrNotReplicated)
+	}
+	if code == 1 {
 		dup, _ := res[1].(string)
 		return dup, nil
-	case 2:
-		return "", fmt.Errorf("redis: message %s of %s: %w", m.ID, m.Recipient, storage.ErrConflict)
 	}
 	if s.cluster {
 		_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
@@ -180,6 +187,47 @@ func (s *Store) PutMessage(ctx context.Context, m storage.Message) (string, erro
 		}
 	}
 	return "", nil
+}
+
+// runPut runs the putMessage script and, with Options.WaitReplicas, WAIT
+// in the same pipeline (one round trip): WAIT blocks until the replicas
+// have everything this connection wrote, which includes the script's
+// write, or an earlier attempt's when the script found the message known.
+// It returns the script's result and how many replicas acknowledged (0
+// when not waiting).
+func (s *Store) runPut(ctx context.Context, keys []string, args []any) ([]any, int, error) {
+	if s.waitN == 0 {
+		res, err := putMessage.Run(ctx, s.rdb, keys, args...).Slice()
+		return res, 0, err
+	}
+	run := func(sha bool) (*goredis.Cmd, *goredis.Cmd) {
+		var c, w *goredis.Cmd
+		_, _ = s.rdb.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			if sha {
+				c = putMessage.EvalSha(ctx, p, keys, args...)
+			} else {
+				c = putMessage.Eval(ctx, p, keys, args...)
+			}
+			// Pipeliner has no Wait; the pipeline is read under the
+			// client's read timeout, which MaxWaitTimeout stays below.
+			w = p.Do(ctx, "WAIT", s.waitN, s.waitT.Milliseconds())
+			return nil
+		})
+		return c, w
+	}
+	c, w := run(true)
+	if err := c.Err(); err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+		c, w = run(false) // the server's script cache is empty (restarted, failed over)
+	}
+	res, err := c.Slice()
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := w.Int()
+	if err != nil {
+		return nil, 0, fmt.Errorf("waiting for replicas: %w", err)
+	}
+	return res, int(n), nil
 }
 
 func decodeMessage(v string) (storage.Message, error) {

@@ -85,6 +85,26 @@
 // Times are stored with nanoseconds (the codec encoding) and come back in
 // UTC; index scores are milliseconds and only preselect candidates, the
 // exact comparison is made on the stored value.
+//
+// # Durability
+//
+// A write is acknowledged by Redis once it is in the primary's memory (and
+// in its append-only file when it runs with appendonly yes). What that
+// survives is Redis's configuration, not rcsd's: a single server must run
+// with appendfsync always for an acknowledged message to survive a crash
+// (with everysec a crash of its host loses up to about a second of
+// writes). Replication is
+// asynchronous: a write the primary acknowledged but had not yet sent to a
+// replica is lost when Sentinel promotes that replica. Options.WaitReplicas
+// closes that window for what acknowledges a message to its sender:
+// PutMessage sends WAIT right after its script, in the same round trip,
+// and fails (ErrNotReplicated, which the pager answers with 503) unless
+// that many replicas have the message. The other writes do not wait:
+// a delivered message's deletion lost at a failover delivers it again
+// (at-least-once; handsets de-duplicate by imdn.Message-ID), and a lost
+// registration or de-registration makes a message wait in the store until
+// the handset's next REGISTER, or its delivery time out and be stored;
+// neither loses an acknowledged message.
 package redis
 
 import (
@@ -138,7 +158,30 @@ type Options struct {
 	// Retention is how long after their expiry Redis keeps bindings and
 	// messages the sweeps did not take (DefaultRetention when zero).
 	Retention time.Duration
+	// WaitReplicas, when positive, makes PutMessage (the write after
+	// which a message is acknowledged to its sender) wait until that many
+	// replicas have it: Redis WAIT, pipelined right after the write so it
+	// costs no extra round trip, for at most WaitTimeout
+	// (DefaultWaitTimeout when zero, at most MaxWaitTimeout). Fewer
+	// replicas in time is an error wrapping ErrNotReplicated: the message
+	// may be stored on the primary (a retry with the same dedup key finds
+	// it and waits again) but must not be acknowledged. For a Sentinel
+	// primary with replicas; not available in Cluster mode, where WAIT
+	// would not reach the node that took the write.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
+
+// DefaultWaitTimeout bounds WAIT when Options.WaitTimeout is zero.
+const DefaultWaitTimeout = 100 * time.Millisecond
+
+// MaxWaitTimeout is the longest WaitTimeout: WAIT is read under the
+// client's read timeout (3s), which a longer wait would trip.
+const MaxWaitTimeout = 2 * time.Second
+
+// ErrNotReplicated is wrapped by PutMessage's error when fewer than
+// Options.WaitReplicas replicas acknowledged the write in time.
+var ErrNotReplicated = errors.New("not acknowledged by enough replicas")
 
 // Store is a Redis-backed storage.Store.
 type Store struct {
@@ -150,6 +193,10 @@ type Store struct {
 	// Keys of the subscriber slot and the index slot.
 	subIndex                                                  string
 	idxBindings, idxBindingKeys, idxMsgs, idxDedup, idxRecpts string
+
+	// WAIT after PutMessage (Options.WaitReplicas); waitN 0 is off.
+	waitN int
+	waitT time.Duration
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -176,6 +223,17 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if cluster && opts.DB != 0 {
 		return nil, fmt.Errorf("redis: Cluster has only database 0, not %d: %w", opts.DB, storage.ErrInvalid)
 	}
+	if opts.WaitReplicas < 0 || opts.WaitTimeout < 0 || opts.WaitTimeout > MaxWaitTimeout ||
+		opts.WaitTimeout > 0 && opts.WaitTimeout < time.Millisecond { // WAIT n 0 would block for ever
+		return nil, fmt.Errorf("redis: wait for %d replicas within %v: want 0 or more replicas within 1ms to %v: %w",
+			opts.WaitReplicas, opts.WaitTimeout, MaxWaitTimeout, storage.ErrInvalid)
+	}
+	if opts.WaitReplicas > 0 && cluster {
+		return nil, fmt.Errorf("redis: waiting for replicas is not available in Cluster mode: %w", storage.ErrInvalid)
+	}
+	if opts.WaitReplicas > 0 && opts.WaitTimeout == 0 {
+		opts.WaitTimeout = DefaultWaitTimeout
+	}
 	uo := &goredis.UniversalOptions{
 		Addrs:         opts.Addrs,
 		MasterName:    opts.MasterName,
@@ -197,6 +255,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		cluster:        cluster,
 		prefix:         p,
 		keep:           opts.Retention,
+		waitN:          opts.WaitReplicas,
+		waitT:          opts.WaitTimeout,
 		subIndex:       p + "{subscribers}:index",
 		idxBindings:    p + "{index}:bindings",
 		idxBindingKeys: p + "{index}:binding-keys",
@@ -218,7 +278,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 //
 // One address is a single server; master=NAME makes the addresses
 // Sentinels; several addresses, or cluster=1, make a Cluster. The port
-// defaults to 6379 (26379 for Sentinels). prefix=… sets Options.Prefix.
+// defaults to 6379 (26379 for Sentinels). prefix=… sets Options.Prefix;
+// wait_replicas=N and wait_timeout=DURATION (Go syntax: 100ms) set
+// Options.WaitReplicas and WaitTimeout.
 func ParseURL(raw string) (Options, error) {
 	var o Options
 	u, err := url.Parse(raw)
@@ -250,9 +312,26 @@ func ParseURL(raw string) (Options, error) {
 		o.Cluster = c
 	}
 	o.Prefix = q.Get("prefix")
+	if v := q.Get("wait_replicas"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return o, fmt.Errorf("redis URL: wait_replicas=%q is not a count: %w", v, storage.ErrInvalid)
+		}
+		o.WaitReplicas = n
+	}
+	if v := q.Get("wait_timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Millisecond || d > MaxWaitTimeout {
+			return o, fmt.Errorf("redis URL: wait_timeout=%q is not a duration from 1ms to %v: %w", v, MaxWaitTimeout, storage.ErrInvalid)
+		}
+		if o.WaitReplicas == 0 {
+			return o, fmt.Errorf("redis URL: wait_timeout without wait_replicas: %w", storage.ErrInvalid)
+		}
+		o.WaitTimeout = d
+	}
 	for k := range q {
 		switch k {
-		case "master", "cluster", "prefix":
+		case "master", "cluster", "prefix", "wait_replicas", "wait_timeout":
 		default:
 			return o, fmt.Errorf("redis URL: unknown option %q: %w", k, storage.ErrInvalid)
 		}
@@ -295,6 +374,9 @@ func ParseURL(raw string) (Options, error) {
 	}
 	if o.DB != 0 && o.MasterName == "" && (o.Cluster || len(o.Addrs) > 1) {
 		return o, fmt.Errorf("redis URL: Cluster has only database 0: %w", storage.ErrInvalid)
+	}
+	if o.WaitReplicas > 0 && o.MasterName == "" && (o.Cluster || len(o.Addrs) > 1) {
+		return o, fmt.Errorf("redis URL: wait_replicas is not available in Cluster mode: %w", storage.ErrInvalid)
 	}
 	return o, nil
 }
