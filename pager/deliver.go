@@ -129,6 +129,20 @@ func isRCS(m storage.Message) bool {
 // addressed or, failing that, under another public identity of the same
 // subscriber (a tel: URI addressed, a sip: URI registered).
 func (p *Pager) recipientBindings(ctx context.Context, to string) ([]storage.Binding, error) {
+	aors, err := p.recipientAORs(ctx, to)
+	if err != nil {
+		return nil, err
+	}
+	all, err := storage.BindingsOf(ctx, p.store, aors, p.now())
+	if err != nil {
+		return nil, err
+	}
+	return p.pick(all), nil
+}
+
+// recipientAORs lists the identities whose bindings can take a message
+// to: to itself first, then the subscriber's other public identities.
+func (p *Pager) recipientAORs(ctx context.Context, to string) ([]string, error) {
 	impus, err := p.aliases.lookup(ctx, to)
 	if err != nil {
 		return nil, fmt.Errorf("subscriber of %s: %w", to, err)
@@ -140,22 +154,22 @@ func (p *Pager) recipientBindings(ctx context.Context, to string) ([]storage.Bin
 			aors = append(aors, u)
 		}
 	}
-	// All identities in one read (one round trip on Redis): the common
-	// RCS case addresses the tel: URI of a handset registered as sip:.
-	all, err := storage.BindingsOf(ctx, p.store, aors, p.now())
-	if err != nil {
-		return nil, err
-	}
+	return aors, nil
+}
+
+// pick chooses among the bindings of recipientAORs: those of the
+// identity addressed when it has live ones, else all the others'.
+func (p *Pager) pick(all [][]storage.Binding) []storage.Binding {
 	var bs []storage.Binding
 	for i, more := range all {
 		// A dead node's connections are gone: its bindings wait for the
 		// handset to register again (on any node).
 		bs = append(bs, slices.DeleteFunc(more, func(b storage.Binding) bool { return !p.opts.Holds(b.Node) })...)
 		if i == 0 && len(bs) > 0 {
-			return bs, nil // the identity addressed first
+			return bs
 		}
 	}
-	return bs, nil
+	return bs
 }
 
 // request builds the delivery leg of m (seed 001 Table 5-11): the sender

@@ -221,7 +221,8 @@ func (p *Pager) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Respo
 		// stored or delivered.
 		return rsip.NewResponse(req, 200, "OK")
 	}
-	from, res := p.identify(ctx, req)
+	pre := p.prefetch(ctx, req)
+	from, res := p.identifyWith(ctx, req, pre)
 	if res != nil {
 		return res
 	}
@@ -247,20 +248,55 @@ func (p *Pager) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Respo
 		return p.refuse(req, 404, "Not Found - Invalid Request-URI", err.Error())
 	}
 	m := p.newMessage(req, from, to, rcs, body)
-	return p.route(ctx, req, m)
+	return p.route(ctx, req, m, pre)
+}
+
+// prefetched are the bindings a one-to-one MESSAGE needs, read together.
+type prefetched struct {
+	from, to string
+	sender   []storage.Binding // the sender's, for the flow check
+	rcpt     []storage.Binding // the recipient's, as recipientBindings
+}
+
+// prefetch reads the sender's and the recipient's bindings in one store
+// call (one round trip on Redis: a stored message then costs two, the
+// write included). nil when the request is not a plain one-to-one
+// message in standalone mode, or the read failed (the usual path then
+// reads again and answers the error).
+func (p *Pager) prefetch(ctx context.Context, req *siplib.Request) *prefetched {
+	if p.opts.Route != nil || isList(req, p.opts.Domain) || p.isPublicAccount(req) || p.isSpamReport(req) {
+		return nil
+	}
+	from, err1 := identity.Canonical(req.From().Address.String())
+	to, err2 := identity.Canonical(req.Recipient.String())
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	aors, err := p.recipientAORs(ctx, to)
+	if err != nil {
+		return nil
+	}
+	all, err := storage.BindingsOf(ctx, p.store, append([]string{from}, aors...), p.now())
+	if err != nil {
+		return nil
+	}
+	return &prefetched{from: from, to: to, sender: all[0], rcpt: p.pick(all[1:])}
 }
 
 // route delivers m now if its recipient can take it, else stores it, and
 // answers the sender (seed 001 Table 5-10: 202 = stored on the server).
-func (p *Pager) route(ctx context.Context, req *siplib.Request, m storage.Message) *siplib.Response {
+func (p *Pager) route(ctx context.Context, req *siplib.Request, m storage.Message, pre *prefetched) *siplib.Response {
 	var waiting []storage.Message
 	offline := false
 	if p.opts.Route == nil {
 		// Bindings first: a recipient without any gets the message
 		// stored at once — the common store-and-forward case costs no
 		// look at the queue (each look is a round trip on Redis).
-		bs, err := p.recipientBindings(ctx, m.Recipient)
-		if err != nil {
+		var bs []storage.Binding
+		var err error
+		if pre != nil && pre.to == m.Recipient {
+			bs = pre.rcpt
+		} else if bs, err = p.recipientBindings(ctx, m.Recipient); err != nil {
 			return p.unavailable(req, err)
 		}
 		offline = len(bs) == 0
@@ -343,6 +379,11 @@ func (p *Pager) unavailable(req *siplib.Request, err error) *siplib.Response {
 
 // identify establishes who sent req, or refuses it.
 func (p *Pager) identify(ctx context.Context, req *siplib.Request) (string, *siplib.Response) {
+	return p.identifyWith(ctx, req, nil)
+}
+
+// identifyWith is identify with the sender's bindings perhaps read already.
+func (p *Pager) identifyWith(ctx context.Context, req *siplib.Request, pre *prefetched) (string, *siplib.Response) {
 	if p.opts.Route != nil {
 		ids, ok := ims.AssertedIdentity(req)
 		if !ok {
@@ -355,8 +396,10 @@ func (p *Pager) identify(ctx context.Context, req *siplib.Request) (string, *sip
 	if err != nil {
 		return "", p.refuse(req, 400, "Invalid From header", err.Error())
 	}
-	bs, err := p.store.Bindings(ctx, from, p.now())
-	if err != nil {
+	var bs []storage.Binding
+	if pre != nil && pre.from == from {
+		bs = pre.sender
+	} else if bs, err = p.store.Bindings(ctx, from, p.now()); err != nil {
 		return "", p.unavailable(req, err)
 	}
 	tp := strings.ToLower(req.Transport())

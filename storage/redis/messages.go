@@ -23,12 +23,15 @@ import (
 // putMessage stores a message unless a dedup key is known. ARGV: id,
 // encoding, expiry seconds, expiry nanoseconds, expiry score (ms), index
 // member, recipient, backstop TTL (Unix ms), dedup keys... KEYS[5..7]:
-// {index}:msgs, {index}:dedup, {index}:recipients. Returns {1, dupOf},
-// {2} (ID taken) or {0} (stored).
+// {index}:msgs, {index}:dedup, {index}:recipients. Returns {1, dupOf,
+// its expiry seconds, nanoseconds}, {2} (ID taken) or {0} (stored).
 var putMessage = goredis.NewScript(`
 for i = 9, #ARGV do
   local v = redis.call('HGET', KEYS[3], ARGV[i])
-  if v then return {1, string.match(v, '^%S+ %S+ (.*)$')} end
+  if v then
+    local sec, nsec, id = string.match(v, '^(%S+) (%S+) (.*)$')
+    return {1, id, sec, nsec}
+  end
 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {2} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -123,6 +126,17 @@ func (s *Store) withIndex(keys []string, index ...string) []string {
 	return append(keys, index...)
 }
 
+// backstop rounds a recipient's key TTL up to the hour: the script moves
+// the TTL only when it grows, so messages arriving within an hour write
+// no PEXPIREATs (four AOF and replication records per message before).
+func backstop(t time.Time) time.Time {
+	h := t.Truncate(time.Hour)
+	if h.Before(t) {
+		h = h.Add(time.Hour)
+	}
+	return h
+}
+
 func validRecipient(r string) bool { return r != "" && !strings.ContainsRune(r, 0) }
 
 // PutMessage implements storage.MessageStore: one script on the
@@ -139,7 +153,7 @@ func (s *Store) PutMessage(ctx context.Context, m storage.Message) (string, erro
 	args := []any{
 		m.ID, codec.AppendMessage(nil, &m),
 		m.Expires.Unix(), m.Expires.Nanosecond(), score, member, m.Recipient,
-		s.ttl(m.Expires).UnixMilli(),
+		backstop(s.ttl(m.Expires)).UnixMilli(),
 	}
 	for _, k := range m.DedupKeys {
 		args = append(args, k)
@@ -162,31 +176,52 @@ func (s *Store) PutMessage(ctx context.Context, m storage.Message) (string, erro
 	}
 	if code == 1 {
 		dup, _ := res[1].(string)
+		if s.cluster && len(res) >= 4 {
+			// The retry of a message whose indexing failed (a 503, say
+			// TRYAGAIN during a slot migration) finds it stored: index
+			// it now, or it would be acknowledged and never indexed.
+			sec, _ := strconv.ParseInt(fmt.Sprint(res[2]), 10, 64)
+			nsec, _ := strconv.ParseInt(fmt.Sprint(res[3]), 10, 64)
+			if err := s.index(ctx, keys[0], m.Recipient, dup, ms(time.Unix(sec, nsec)), true); err != nil {
+				return "", err
+			}
+		}
 		return dup, nil
 	}
 	if s.cluster {
-		_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
-			p.ZAdd(ctx, s.idxMsgs, goredis.Z{Score: score, Member: member})
-			if len(m.DedupKeys) > 0 {
-				p.ZAddLT(ctx, s.idxDedup, goredis.Z{Score: score, Member: m.Recipient})
-			}
-			p.ZAdd(ctx, s.idxRecpts, goredis.Z{Member: m.Recipient})
-			return nil
-		})
-		if err != nil {
-			return "", wrap("indexing message (it is stored)", err)
-		}
-		// A delete that ran between the script and the indexing
-		// could not unindex the message yet: check and undo.
-		n, err := s.rdb.HExists(ctx, keys[0], m.ID).Result()
-		if err == nil && !n {
-			err = s.unindexMessages(ctx, m.Recipient, []string{m.ID})
-		}
-		if err != nil {
-			return "", wrap("indexing message (it is stored)", err)
+		if err := s.index(ctx, keys[0], m.Recipient, m.ID, score, len(m.DedupKeys) > 0); err != nil {
+			return "", err
 		}
 	}
 	return "", nil
+}
+
+// index is PutMessage's second step in Cluster, where the global indexes
+// are in another slot than the recipient's keys (msgKey): idempotent, so
+// a retry repairs what a failed first attempt left out.
+func (s *Store) index(ctx context.Context, msgKey, recipient, id string, score float64, dedup bool) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+		p.ZAdd(ctx, s.idxMsgs, goredis.Z{Score: score, Member: msgMember(recipient, id)})
+		if dedup {
+			p.ZAddLT(ctx, s.idxDedup, goredis.Z{Score: score, Member: recipient})
+		}
+		p.ZAdd(ctx, s.idxRecpts, goredis.Z{Member: recipient})
+		return nil
+	})
+	if err != nil {
+		return wrap("indexing message (it is stored)", err)
+	}
+	// A delete that ran between the script and the indexing (or, for a
+	// duplicate, long before it) could not unindex the message: check
+	// and undo.
+	n, err := s.rdb.HExists(ctx, msgKey, id).Result()
+	if err == nil && !n {
+		err = s.unindexMessages(ctx, recipient, []string{id})
+	}
+	if err != nil {
+		return wrap("indexing message (it is stored)", err)
+	}
+	return nil
 }
 
 // runPut runs the putMessage script and, with Options.WaitReplicas, WAIT

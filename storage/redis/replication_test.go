@@ -123,7 +123,7 @@ func TestWaitReplicasAfterScriptFlush(t *testing.T) {
 	master := startMaster(t)
 	startReplica(t, master)
 	ctx := t.Context()
-	s := open(t, Options{Addrs: []string{master.Addr}, Prefix: freshPrefix(), WaitReplicas: 1})
+	s := open(t, Options{Addrs: []string{master.Addr}, Prefix: freshPrefix(), WaitReplicas: 1, WaitTimeout: MaxWaitTimeout})
 	_, err := s.PutMessage(ctx, testMessage("a", "ka"))
 	require.NoError(t, err)
 	require.NoError(t, s.rdb.ScriptFlush(ctx).Err())
@@ -143,7 +143,7 @@ func TestConformanceWaitReplicas(t *testing.T) {
 	master := startMaster(t)
 	startReplica(t, master)
 	storagetest.Run(t, func(t *testing.T) storage.Store {
-		return open(t, Options{Addrs: []string{master.Addr}, Prefix: freshPrefix(), WaitReplicas: 1, WaitTimeout: time.Second})
+		return open(t, Options{Addrs: []string{master.Addr}, Prefix: freshPrefix(), WaitReplicas: 1, WaitTimeout: MaxWaitTimeout})
 	})
 }
 
