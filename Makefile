@@ -6,7 +6,7 @@ BIN     ?= bin/rcsd
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X rcsd/config.Version=$(VERSION)
 
-.PHONY: all build run test deps lint fuzz bench bench-register bench-message clean
+.PHONY: all build run test deps lint fuzz bench bench-register bench-message bench-message-redis clean
 
 all: build
 
@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test ./secagree -run '^$$' -fuzz FuzzParse -fuzztime 20s
 	$(GO) test ./cpim -run '^$$' -fuzz FuzzParse -fuzztime 60s
 	$(GO) test ./imdn -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	$(GO) test ./sip -run '^$$' -fuzz FuzzFlowToken -fuzztime 20s
 
 bench: bench-register bench-message
 
@@ -52,6 +53,15 @@ bench-register: build
 bench-message: build
 	./scripts/install-deps.sh kamailio
 	./bench/message.sh --rcsd $(BIN)
+
+# Stored MESSAGEs: one rcsd on its file store against two rcsd nodes sharing
+# one redis-server (appendfsync everysec, and always), the same SIPp load split
+# across the nodes, in one run; Redis commands and round trips per stored
+# message, and the commands of one stored MESSAGE under MONITOR.
+bench-message-redis: build
+	./scripts/install-deps.sh
+	./bench/message.sh --rcsd $(BIN) --case store --servers "rcsd rcsd-redis rcsd-redis-always" \
+		--store-rates "500 1000 2000 3000 3500 4000" --duration 5 --repeat 2 --redis-monitor 200
 
 clean:
 	rm -rf bin

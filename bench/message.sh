@@ -19,6 +19,17 @@
 # port it then sends its MESSAGEs from: rcsd accepts a MESSAGE only on the
 # flow its sender registered (Kamailio checks the same with registered()).
 # Rates are the outer loop and servers the inner one.
+#
+# Shared Redis (store case only): the servers rcsd-redis and rcsd-redis-always
+# are --redis-nodes rcsd nodes (default 2) sharing one redis-server the script
+# starts on loopback (AOF on, appendfsync everysec resp. always, no RDB
+# snapshots), the SIPp load split across the nodes (one SIPp per node at
+# rate/N, the same total rate as the one-node "rcsd" on its file store). The
+# report adds CPU per message of rcsd and redis-server separately, Redis
+# commands per stored message (INFO commandstats delta, commands inside Lua
+# scripts included) and round trips per stored message (data segments the
+# clients wrote to redis-server's sockets, ss -ti); --redis-monitor N lists,
+# from redis-cli MONITOR, the commands N stored messages cost, in order.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,6 +62,10 @@ NICE=""
 RCSD_ARGS=""
 OUT_FILE=""
 KEEP=0
+REDIS_NODES=2
+REDIS_CPU=""
+REDIS_MONITOR=0
+REDIS_BIN=redis-server
 
 REALM="rcs.local"
 PASSWORD="benchpass"
@@ -69,7 +84,16 @@ usage: bench/message.sh [options]
   --duration S          seconds per run (default: $DURATION)
   --repeat N            runs per (case, server, rate); the report keeps the one with the
                         least CPU per message, the .tsv has them all (default: $REPEAT)
-  --servers "A B"       subset of "rcsd kamailio" for relay and store (default: both, when available)
+  --servers "A B"       subset of "rcsd kamailio" for relay and store (default: both, when available);
+                        the store case also takes rcsd-redis and rcsd-redis-always: --redis-nodes
+                        rcsd nodes sharing one redis-server (appendonly yes, appendfsync everysec
+                        resp. always), the load split evenly across them
+  --redis-nodes N       rcsd nodes sharing Redis (default: $REDIS_NODES)
+  --redis-cpu N         core for redis-server (default: the server core, so that the Redis set-up
+                        gets the same one core as the single embedded-store node)
+  --redis-monitor N     after the runs, store N messages (40/s, one node) under redis-cli MONITOR
+                        and list the Redis commands one stored message costs (default: 0, off)
+  --redis-server BIN    redis-server binary (default: $REDIS_BIN)
   --drain-servers "A B" servers for the drain case (default: "$DRAIN_SERVERS"; Kamailio's
                         msilo can be drained too, but storing N messages in it takes N/500 s)
   --store-recipients N  offline recipients the store case cycles through (default: $STORE_RECIPIENTS)
@@ -117,6 +141,10 @@ while (($# > 0)); do
 	--nice) NICE=${2:?}; shift 2 ;;
 	--out) OUT_FILE=${2:?}; shift 2 ;;
 	--keep) KEEP=1; shift ;;
+	--redis-nodes) REDIS_NODES=${2:?}; shift 2 ;;
+	--redis-cpu) REDIS_CPU=${2:?}; shift 2 ;;
+	--redis-monitor) REDIS_MONITOR=${2:?}; shift 2 ;;
+	--redis-server) REDIS_BIN=${2:?}; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
@@ -132,6 +160,10 @@ isint "$DRAIN_TIMEOUT" && ((DRAIN_TIMEOUT > 0 && DRAIN_TIMEOUT <= 86400)) || die
 isint "$RECV_TIMEOUT_MS" || die "--recv-timeout wants an integer"
 isint "$KAM_SHM_MB" || die "--kamailio-shm wants an integer"
 isint "$SERVER_CPU" && isint "$CLIENT_CPU" || die "--server-cpu/--client-cpu want core numbers"
+[[ -n $REDIS_CPU ]] || REDIS_CPU=$SERVER_CPU
+isint "$REDIS_CPU" || die "--redis-cpu wants a core number"
+isint "$REDIS_NODES" && ((REDIS_NODES >= 1 && REDIS_NODES <= 8)) || die "--redis-nodes wants 1..8"
+isint "$REDIS_MONITOR" && ((REDIS_MONITOR <= 100000)) || die "--redis-monitor wants 0..100000"
 [[ $KAM_MEM == tlsf || $KAM_MEM == fm || $KAM_MEM == qm ]] || die "--kamailio-mem wants tlsf, fm or qm"
 [[ -n $NICE ]] || { if ((EUID == 0)); then NICE=-10; else NICE=0; fi; }
 [[ $NICE =~ ^-?[0-9]+$ ]] && ((NICE >= -20 && NICE <= 19)) || die "--nice wants -20..19"
@@ -178,12 +210,27 @@ if command -v kamailio >/dev/null; then
 		KAM_MSILO_OK=1
 	fi
 fi
+REDIS_OK=0
+if [[ " $SERVERS " == *" rcsd-redis"* ]]; then
+	if command -v "$REDIS_BIN" >/dev/null && command -v redis-cli >/dev/null; then
+		REDIS_OK=1
+	else
+		log "$REDIS_BIN or redis-cli not found; skipping rcsd-redis*"
+	fi
+fi
+is_redis() { [[ $1 == rcsd-redis* ]]; }
+# redis_fsync SERVER: the appendfsync policy of an rcsd-redis* server.
+redis_fsync() { if [[ $1 == rcsd-redis-always ]]; then echo always; else echo everysec; fi; }
 servers_for() { # CASE: the servers that run it
 	local list=$SERVERS s out=()
 	[[ $1 != drain ]] || list=$DRAIN_SERVERS
 	for s in $list; do
 		case "$s" in
 		rcsd) ((RCSD_OK)) && out+=(rcsd) ;;
+		rcsd-redis | rcsd-redis-always)
+			# the store case only (relay/drain would need forwarding between nodes)
+			[[ $1 == store ]] && ((RCSD_OK && REDIS_OK)) && out+=("$s")
+			;;
 		kamailio)
 			if ((KAM_OK == 0)); then
 				:
@@ -217,8 +264,9 @@ TSV="${OUT_FILE%.txt}.tsv"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/message-bench.XXXXXX")
 
 # ---------------------------------------------------------------- results
-TSV_HEADER="case	server	rate	repeat	selected	duration_s	calls	ok	failed	fail_pct	fail_codes	sipp_failed	retrans	delivered	stored	server_udp_drops	all_udp_drops	elapsed_s	achieved_per_s	p50_ms	p99_ms	max_ms	cpu_us_per_msg	server_cpu_pct	rss_mb	pss_mb	hwm_mb	nprocs	sipp_cpu_pct	other_cpu_pct	timestamp"
+TSV_HEADER="case	server	rate	repeat	selected	duration_s	calls	ok	failed	fail_pct	fail_codes	sipp_failed	retrans	delivered	stored	server_udp_drops	all_udp_drops	elapsed_s	achieved_per_s	p50_ms	p99_ms	max_ms	cpu_us_per_msg	server_cpu_pct	rss_mb	pss_mb	hwm_mb	nprocs	sipp_cpu_pct	other_cpu_pct	timestamp	nodes	rcsd_us_per_msg	redis_us_per_msg	redis_cpu_pct	redis_cmds_per_msg	redis_rt_per_msg	redis_cmds_list"
 ROWS=()
+declare -A R_NODES R_RCSDUS R_REDISUS R_REDISCPU R_CMDS R_RT R_CMDLIST
 declare -A SEL R_OK R_FAIL R_FAILPCT R_CODES R_ELAPSED R_P50 R_P99 R_CPU R_RSS R_PSS R_SCPU R_SIPPCPU R_OTHER R_ACH R_DELIV R_STORED SKIPPED
 DRAIN_ROWS=()
 TSV_WRITTEN=0
@@ -251,6 +299,15 @@ SERVER_PIDS=()
 SERVER_COMM=""
 SIPP_PID=""
 UAS_PID=""
+# rcsd-redis*: the nodes (SERVER_PID is the first), their SIP and HTTP
+# addresses, and the redis-server they share.
+NODE_PIDS=()
+NODE_PORTS=()
+NODE_HTTP=()
+REDIS_PID=""
+REDIS_PORT=""
+LEG_PIDS=()
+MON_PID=""
 
 stop_pid() { # PID: TERM, wait up to 2 s, KILL
 	local pid=$1 i
@@ -265,8 +322,9 @@ stop_pid() { # PID: TERM, wait up to 2 s, KILL
 }
 
 stop_server() {
-	[[ -n $SERVER_PID ]] || return 0
+	[[ -n $SERVER_PID ]] || { stop_nodes; return 0; }
 	local p i
+	for p in "${NODE_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
 	kill -TERM "$SERVER_PID" 2>/dev/null || true
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$SERVER_PID" 2>/dev/null || break
@@ -280,12 +338,39 @@ stop_server() {
 	wait "$SERVER_PID" 2>/dev/null || true
 	SERVER_PID=""
 	SERVER_PIDS=()
+	stop_nodes
+}
+
+# stop_nodes: the other rcsd nodes and redis-server of an rcsd-redis* run.
+stop_nodes() {
+	local p i
+	for p in "${NODE_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	for p in "${NODE_PIDS[@]}"; do
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$p" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$p" 2>/dev/null || true
+		wait "$p" 2>/dev/null || true
+	done
+	NODE_PIDS=()
+	NODE_PORTS=()
+	NODE_HTTP=()
+	if [[ -n $REDIS_PID ]]; then
+		stop_pid "$REDIS_PID"
+		REDIS_PID=""
+		REDIS_PORT=""
+	fi
 }
 
 cleanup() {
 	local rc=$?
 	stop_pid "$SIPP_PID"; SIPP_PID=""
 	stop_pid "$UAS_PID"; UAS_PID=""
+	local lp
+	for lp in "${LEG_PIDS[@]}"; do stop_pid "$lp"; done
+	LEG_PIDS=()
+	stop_pid "$MON_PID"; MON_PID=""
 	stop_server
 	write_tsv
 	if ((KEEP)); then log "scratch directory kept: $WORK"; else rm -rf "$WORK"; fi
@@ -296,12 +381,20 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- helpers
 USED_PORTS=" "
-pick_port() { # u|t: a free port in 20000-39999 not handed out before
+# Below the kernel's ephemeral range where it allows, so that a port picked
+# now is not taken meanwhile as the local port of some outgoing connection
+# (rcsd-redis nodes bind TCP too); any TCP socket on the port, connected or
+# listening, counts as taken.
+EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 40000)
+PORT_SPAN=20000
+((EPHEMERAL_LOW - 20000 >= 5000)) && PORT_SPAN=$((EPHEMERAL_LOW - 20000))
+PORT_SPAN=$((PORT_SPAN > 20000 ? 20000 : PORT_SPAN))
+pick_port() { # u|t: a free port in 20000-39999 (below the ephemeral range) not handed out before
 	local proto=$1 p i
 	for ((i = 0; i < 200; i++)); do
-		p=$((20000 + RANDOM % 20000))
+		p=$((20000 + RANDOM % PORT_SPAN))
 		[[ $USED_PORTS != *" $p "* ]] || continue
-		if [[ -z $(ss -Hlnu "sport = :$p" 2>/dev/null) && -z $(ss -Hlnt "sport = :$p" 2>/dev/null) ]]; then
+		if [[ -z $(ss -Hanu "sport = :$p" 2>/dev/null) && -z $(ss -Hant "sport = :$p" 2>/dev/null) ]]; then
 			USED_PORTS+="$p "
 			echo "$p"
 			return 0
@@ -361,10 +454,10 @@ children_cpu_ms() {
 now() { date +%s.%N; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 
-wait_ready() { # PORT
-	local port=$1 i rc
+wait_ready() { # PORT [PID]
+	local port=$1 pid=${2:-$SERVER_PID} i rc
 	for ((i = 0; i < 150; i++)); do
-		kill -0 "$SERVER_PID" 2>/dev/null || return 1
+		kill -0 "$pid" 2>/dev/null || return 1
 		[[ -n $(ss -Hlnu "sport = :$port" 2>/dev/null) ]] && break
 		sleep 0.1
 	done
@@ -377,7 +470,7 @@ wait_ready() { # PORT
 		rc=0
 		timeout 3 sipsak -s "sip:probe@127.0.0.1:$port" >/dev/null 2>&1 || rc=$?
 		((rc <= 1)) && return 0
-		kill -0 "$SERVER_PID" 2>/dev/null || return 1
+		kill -0 "$pid" 2>/dev/null || return 1
 		sleep 0.3
 	done
 	log "WARNING: udp 127.0.0.1:$port is bound but does not answer OPTIONS; running anyway"
@@ -509,15 +602,110 @@ start_server() { # NAME CASE RUNDIR PORT
 		SERVER_PID=$!
 		SERVER_COMM=$(basename "$RCSD_BIN" | cut -c1-15)
 		;;
+	rcsd-redis | rcsd-redis-always)
+		start_redis "$dir" "$(redis_fsync "$name")"
+		(cd "$dir" && exec "$RCSD_BIN" subscriber import "$SUBS_CSV" --storage "redis://127.0.0.1:$REDIS_PORT" \
+			--domain "$REALM" --log.level warn) </dev/null >"$dir/provision.log" 2>&1 ||
+			{ tail -20 "$dir/provision.log" >&2; stop_server; die "rcsd subscriber import into Redis failed"; }
+		SERVER_COMM=$(basename "$RCSD_BIN" | cut -c1-15)
+		local k np hp pid secret
+		secret=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+		NODE_PORTS=() NODE_HTTP=()
+		for ((k = 1; k <= REDIS_NODES; k++)); do
+			if ((k == 1)); then np=$port; else np=$(pick_port u); fi
+			hp="127.0.0.1:$(pick_port t)"
+			mkdir -p "$dir/node$k"
+			# shellcheck disable=SC2086 # RCSD_ARGS is word-split on purpose
+			(cd "$dir/node$k" && exec env GOMAXPROCS=1 "${PRIO[@]}" taskset -c "$SERVER_CPU" "$RCSD_BIN" serve \
+				--storage "redis://127.0.0.1:$REDIS_PORT" --sip.listen "udp://127.0.0.1:$np,tcp://127.0.0.1:$np" \
+				--http.listen "$hp" --log.level warn --domain "$REALM" \
+				--auth.digest_algorithms MD5,SHA-256 --auth.nonce_secret "$secret" \
+				--node.id "bench-node$k" --node.address "127.0.0.1:$np" $RCSD_ARGS) \
+				</dev/null >"$dir/node$k/server.log" 2>&1 &
+			pid=$!
+			if ((k == 1)); then SERVER_PID=$pid; RCSD_HTTP=$hp; else NODE_PIDS+=("$pid"); fi
+			NODE_PORTS+=("$np")
+			NODE_HTTP+=("$hp")
+		done
+		for ((k = 2; k <= REDIS_NODES; k++)); do
+			if ! wait_ready "${NODE_PORTS[k - 1]}" "${NODE_PIDS[k - 2]}"; then
+				tail -20 "$dir/node$k/server.log" >&2 || true
+				stop_server
+				die "$name: node $k did not come up on udp 127.0.0.1:${NODE_PORTS[k - 1]}"
+			fi
+		done
+		ln -sf node1/server.log "$dir/server.log"
+		;;
 	esac
 	if ! wait_ready "$port"; then
 		tail -20 "$dir/server.log" >&2 || true
 		stop_server
 		die "$name did not come up on udp 127.0.0.1:$port"
 	fi
-	mapfile -t SERVER_PIDS < <(tree_pids "$SERVER_PID")
+	mapfile -t SERVER_PIDS < <(node_pids)
 	[[ $(cat "/proc/$SERVER_PID/comm" 2>/dev/null) == "$SERVER_COMM" ]] ||
 		die "$name: PID $SERVER_PID is not $SERVER_COMM"
+}
+
+# node_pids: every process of the server (all rcsd nodes; not redis-server).
+node_pids() {
+	local p
+	for p in "$SERVER_PID" "${NODE_PIDS[@]}"; do [[ -z $p ]] || tree_pids "$p"; done
+}
+
+# start_redis DIR FSYNC: a fresh redis-server on loopback (AOF with
+# appendfsync FSYNC, no RDB snapshots), pinned to --redis-cpu.
+start_redis() {
+	local dir=$1 fsync=$2 i
+	REDIS_PORT=$(pick_port t)
+	mkdir -p "$dir/redis"
+	"${PRIO[@]}" taskset -c "$REDIS_CPU" "$REDIS_BIN" --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize no \
+		--save "" --appendonly yes --appendfsync "$fsync" --dir "$dir/redis" --logfile "$dir/redis.log" \
+		</dev/null >/dev/null 2>&1 &
+	REDIS_PID=$!
+	for ((i = 0; i < 100; i++)); do
+		[[ $(redis-cli -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] && return 0
+		kill -0 "$REDIS_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	tail -20 "$dir/redis.log" >&2 || true
+	die "redis-server did not come up on 127.0.0.1:$REDIS_PORT"
+}
+
+# redis_snapshot FILE: redis-server's command counts (INFO commandstats) and
+# the data segments its client sockets received (one per client write: a
+# command, a pipeline, a MULTI/EXEC block), written to FILE.
+redis_snapshot() {
+	{
+		redis-cli -p "$REDIS_PORT" info commandstats 2>/dev/null | tr -d '\r' |
+			awk -F'[:=,]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); print "cmd", $1, $3 }'
+		ss -Htin state established "( sport = :$REDIS_PORT )" 2>/dev/null |
+			grep -o 'data_segs_in:[0-9]*' | awk -F: '{ s += $2 } END { print "segs", s + 0 }'
+	} >"$1"
+}
+
+# redis_delta BEFORE AFTER MSGS: "commands round-trips per-command-list" per
+# message. Commands include those run inside Lua
+# scripts; INFO and redis-cli's own are left out. Round trips are the client
+# data segments, less the redis-cli connections of the two snapshots.
+redis_delta() {
+	awk -v n="$3" '
+		FNR == NR { if ($1 == "cmd") b[$2] = $3; else if ($1 == "segs") bs = $2; next }
+		$1 == "cmd" { a[$2] = $3 } $1 == "segs" { as = $2 }
+		END {
+			if (n <= 0) { print "NA NA -"; exit }
+			t = 0; list = ""
+			for (c in a) {
+				if (c == "info" || c == "command" || c == "ping") continue
+				d = a[c] - b[c]; if (d <= 0) continue
+				t += d; cs[c] = d
+			}
+			# the list, most frequent first
+			m = 0; for (c in cs) { keys[++m] = c }
+			for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (cs[keys[j]] > cs[keys[i]]) { x = keys[i]; keys[i] = keys[j]; keys[j] = x }
+			for (i = 1; i <= m; i++) list = list (list == "" ? "" : ",") keys[i] "=" sprintf("%.2f", cs[keys[i]] / n)
+			printf "%.2f %.2f %s\n", t / n, (as - bs) / n, (list == "" ? "-" : list)
+		}' "$1" "$2"
 }
 
 # register USER SERVERPORT LOCALPORT DIR: one REGISTER + digest of USER from
@@ -579,7 +767,25 @@ run_one() { # CASE SERVER RATE REPEAT
 	calls=$((rate * DURATION))
 
 	start_server "$server" "$cs" "$dir" "$port"
-	register "$SENDER" "$port" "$sport" "$dir"
+	# legs: one SIPp sender per node (one for a single server), each from
+	# its own port, registered on that node, at an even share of the rate
+	local nlegs=1 k
+	local -a lports=("$port") ldirs=("$dir") lsports=("$sport") lrates=() lcalls=()
+	if is_redis "$server"; then
+		nlegs=$REDIS_NODES
+		lports=("${NODE_PORTS[@]}") ldirs=() lsports=()
+		for ((k = 1; k <= nlegs; k++)); do
+			ldirs+=("$dir/leg$k")
+			mkdir -p "$dir/leg$k"
+			cp "$dir/message_uac.xml" "$dir/leg$k/"
+			if ((k == 1)); then lsports+=("$sport"); else lsports+=("$(pick_port u)"); fi
+		done
+	fi
+	for ((k = 0; k < nlegs; k++)); do
+		lrates+=($((rate / nlegs + (k < rate % nlegs ? 1 : 0))))
+		lcalls+=($((calls / nlegs + (k < calls % nlegs ? 1 : 0))))
+		register "$SENDER" "${lports[k]}" "${lsports[k]}" "${ldirs[k]}"
+	done
 	local rcpts="$STORE_RCPTS"
 	if [[ $cs == relay ]]; then
 		register "$RELAY_RCPT" "$port" "$rport" "$dir"
@@ -587,50 +793,88 @@ run_one() { # CASE SERVER RATE REPEAT
 		rcpts="$WORK/rcpt-$RELAY_RCPT.csv"
 	fi
 
-	local t0 t1 c0 c1 b0 b1 d0 d1 s0 s1
+	local t0 t1 c0 c1 b0 b1 d0 d1 s0 s1 r0=0 r1=0
+	local -a rpids=()
 	s0=$(metric rcsd_messages_stored)
+	if is_redis "$server"; then
+		mapfile -t rpids < <(tree_pids "$REDIS_PID")
+		redis_snapshot "$dir/redis-before.txt"
+		r0=$(cpu_ticks "${rpids[@]}")
+	fi
 	t0=$(cpu_ticks "${SERVER_PIDS[@]}")
 	b0=$(busy_ticks)
 	d0=$(udp_drops)
 	children_cpu_ms; c0=$CHILD_MS
-	(cd "$dir" && exec timeout $((DURATION * 4 + 60)) "${PRIO[@]}" taskset -c "$CLIENT_CPU" \
-		sipp "127.0.0.1:$port" -sf message_uac.xml -inf "$rcpts" \
-		-key sender "$SENDER" -key conv "conv-$STAMP-$cs-$rate-$rep" -key datetime "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-		-i 127.0.0.1 -p "$sport" -buff_size 4194304 -r "$rate" -rp 1000 -m "$calls" \
-		-timeout "$((DURATION * 4 + 40))s" -recv_timeout "$RECV_TIMEOUT_MS" -nd \
-		-trace_stat -stf stat.csv -fd 1 -trace_rtt -rtt_freq 1000 \
-		-trace_err -error_file errors.log) </dev/null >"$dir/sipp.out" 2>"$dir/sipp.err" &
-	SIPP_PID=$!
+	LEG_PIDS=()
+	for ((k = 0; k < nlegs; k++)); do
+		# SIPp writes its RTT file every -rtt_freq calls and drops the
+		# remainder at exit: take a frequency that divides the call count
+		local rf
+		for rf in 1000 500 100 50 10 1; do ((lcalls[k] % rf == 0)) && break; done
+		(cd "${ldirs[k]}" && exec timeout $((DURATION * 4 + 60)) "${PRIO[@]}" taskset -c "$CLIENT_CPU" \
+			sipp "127.0.0.1:${lports[k]}" -sf message_uac.xml -inf "$rcpts" \
+			-key sender "$SENDER" -key conv "conv-$STAMP-$cs-$rate-$rep" -key datetime "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+			-i 127.0.0.1 -p "${lsports[k]}" -buff_size 4194304 -r "${lrates[k]}" -rp 1000 -m "${lcalls[k]}" \
+			-timeout "$((DURATION * 4 + 40))s" -recv_timeout "$RECV_TIMEOUT_MS" -nd \
+			-trace_stat -stf stat.csv -fd 1 -trace_rtt -rtt_freq "$rf" \
+			-trace_err -error_file errors.log) </dev/null >"${ldirs[k]}/sipp.out" 2>"${ldirs[k]}/sipp.err" &
+		LEG_PIDS+=($!)
+	done
+	SIPP_PID=${LEG_PIDS[0]}
 	rc=0
-	wait "$SIPP_PID" || rc=$?
+	local -a lrc=()
+	for ((k = 0; k < nlegs; k++)); do
+		lrc[k]=0
+		wait "${LEG_PIDS[k]}" || lrc[k]=$?
+		((lrc[k] == 0 || lrc[k] == 1)) || rc=${lrc[k]}
+	done
+	LEG_PIDS=()
 	SIPP_PID=""
 	b1=$(busy_ticks)
 	# the UAS: every relayed MESSAGE has been answered by now, unless lost
 	if [[ -n $UAS_PID ]]; then wait_uas 2; fi
 	children_cpu_ms; c1=$CHILD_MS
 	d1=$(udp_drops)
-	mapfile -t SERVER_PIDS < <({ printf '%s\n' "${SERVER_PIDS[@]}"; tree_pids "$SERVER_PID"; } | sort -un)
+	mapfile -t SERVER_PIDS < <({ printf '%s\n' "${SERVER_PIDS[@]}"; node_pids; } | sort -un)
 	t1=$(cpu_ticks "${SERVER_PIDS[@]}")
+	if is_redis "$server"; then
+		r1=$(cpu_ticks "${rpids[@]}")
+		redis_snapshot "$dir/redis-after.txt"
+	fi
 	s1=$(metric rcsd_messages_stored)
-	local mem nprocs=0 sdrops
-	mem=$(mem_kb "${SERVER_PIDS[@]}")
-	sdrops=$(sock_drops "$port")
-	for p in "${SERVER_PIDS[@]}"; do if [[ -d /proc/$p ]]; then nprocs=$((nprocs + 1)); fi; done
-	kill -0 "$SERVER_PID" 2>/dev/null || log "$server: WARNING: the server died during the run (see $dir/server.log)"
+	local mem nprocs=0 sdrops=0 lp
+	mem=$(mem_kb "${SERVER_PIDS[@]}" "${rpids[@]}")
+	for lp in "${lports[@]}"; do sdrops=$((sdrops + $(sock_drops "$lp"))); done
+	for p in "${SERVER_PIDS[@]}" "${rpids[@]}"; do if [[ -d /proc/$p ]]; then nprocs=$((nprocs + 1)); fi; done
+	for p in "$SERVER_PID" "${NODE_PIDS[@]}"; do
+		kill -0 "$p" 2>/dev/null || log "$server: WARNING: a server process ($p) died during the run (see $dir/server.log)"
+	done
+	if [[ -n $REDIS_PID ]] && ! kill -0 "$REDIS_PID" 2>/dev/null; then
+		log "$server: WARNING: redis-server died during the run (see $dir/redis.log)"
+	fi
 	stop_server
 
-	if ((rc != 0 && rc != 1)) || [[ ! -s $dir/stat.csv ]]; then
-		log "$cs/$server @ $rate/s: sipp exited $rc"
-		tail -5 "$dir/sipp.err" >&2 || true
-	fi
-
-	local ok sfail retr elapsed delivered="-" stored="-" codes
-	read -r ok sfail retr elapsed <<<"$(last_stats "$dir/stat.csv")"
-	codes=$(fail_codes "$dir/stat.csv" "$dir/errors.log" "$calls" "$ok")
+	local ok=0 sfail=0 retr=0 elapsed=0 delivered="-" stored="-" codes lok lsf lre lel
+	local -a lcodes=()
+	for ((k = 0; k < nlegs; k++)); do
+		if ((lrc[k] != 0 && lrc[k] != 1)) || [[ ! -s ${ldirs[k]}/stat.csv ]]; then
+			log "$cs/$server @ $rate/s: sipp (leg $((k + 1))) exited ${lrc[k]}"
+			tail -5 "${ldirs[k]}/sipp.err" >&2 || true
+		fi
+		read -r lok lsf lre lel <<<"$(last_stats "${ldirs[k]}/stat.csv")"
+		ok=$((ok + lok)) sfail=$((sfail + lsf)) retr=$((retr + lre))
+		elapsed=$(awk -v a="$elapsed" -v b="$lel" 'BEGIN { printf "%.3f", (b > a ? b : a) }')
+		lcodes+=("$(fail_codes "${ldirs[k]}/stat.csv" "${ldirs[k]}/errors.log" "${lcalls[k]}" "$lok")")
+	done
+	# merge the legs' "code x count" lists
+	codes=$(printf '%s\n' "${lcodes[@]}" | tr ',' '\n' | awk '$0 != "-" && $0 != "" {
+			i = match($0, /x[0-9]+$/); c[substr($0, 1, i - 1)] += substr($0, i + 1) }
+		END { for (k in c) s = s (s == "" ? "" : ",") k "x" c[k]; print (s == "" ? "-" : s) }')
 	if [[ $cs == relay ]]; then
 		delivered=$(last_stats "$dir/uas_stat.csv" | awk '{ print $1 }')
 	else
 		# what the server holds after the run: msilo's table, rcsd's gauge
+		# (with Redis, node 1's gauge counts what all nodes stored)
 		if [[ $server == kamailio ]]; then
 			stored=$(sqlite3 "$dir/msilo.db" 'select count(*) from silo' 2>/dev/null || echo NA)
 		elif [[ $s1 != NA && $s0 != NA ]]; then
@@ -641,8 +885,27 @@ run_one() { # CASE SERVER RATE REPEAT
 	fi
 
 	local rtt p50 p99 pmax
-	rtt=$(find "$dir" -maxdepth 1 -name 'message_uac_*_rtt.csv' | head -1)
+	rtt="$dir/rtt-all.csv"
+	: >"$rtt"
+	for ((k = 0; k < nlegs; k++)); do
+		find "${ldirs[k]}" -maxdepth 1 -name 'message_uac_*_rtt.csv' -exec cat {} + >>"$rtt" 2>/dev/null || true
+	done
+	[[ -s $rtt ]] || rtt=""
 	p50=$(pct "$rtt" 1 0.50); p99=$(pct "$rtt" 1 0.99); pmax=$(pct "$rtt" 1 1)
+
+	# rcsd-redis*: CPU of rcsd (all nodes) and of redis-server apart; Redis
+	# commands and round trips per stored message
+	local rcsd_us="-" redis_us="-" redis_pct="-" rcmds="-" rrt="-" rlist="-"
+	if is_redis "$server"; then
+		rcsd_us=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$ok" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "NA" }')
+		redis_us=$(awk -v t=$((r1 - r0)) -v hz="$CLK_TCK" -v n="$ok" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "NA" }')
+		redis_pct=$(awk -v t=$((r1 - r0)) -v hz="$CLK_TCK" -v e="$elapsed" 'BEGIN { if (e > 0) printf "%.0f", 100 * t / hz / e; else print "NA" }')
+		local nstored=$ok
+		[[ $stored == NA || $stored == - ]] || nstored=$stored
+		read -r rcmds rrt rlist <<<"$(redis_delta "$dir/redis-before.txt" "$dir/redis-after.txt" "$nstored")"
+		# the server's CPU is rcsd's and redis-server's together
+		t1=$((t1 + r1 - r0))
+	fi
 
 	local failed fail_pct cpu_us scpu rss pss hwm sippcpu other ach
 	failed=$((calls - ok))
@@ -658,7 +921,7 @@ run_one() { # CASE SERVER RATE REPEAT
 	pss=$(awk -v k="$pss" 'BEGIN { printf "%.1f", k / 1024 }')
 	hwm=$(awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }')
 
-	ROWS+=("$cs:$server:$rate:$rep	$DURATION	$calls	$ok	$failed	$fail_pct	$codes	$sfail	$retr	$delivered	$stored	$sdrops	$((d1 - d0))	$elapsed	$ach	$p50	$p99	$pmax	$cpu_us	$scpu	$rss	$pss	$hwm	$nprocs	$sippcpu	$other	$(date -Is)")
+	ROWS+=("$cs:$server:$rate:$rep	$DURATION	$calls	$ok	$failed	$fail_pct	$codes	$sfail	$retr	$delivered	$stored	$sdrops	$((d1 - d0))	$elapsed	$ach	$p50	$p99	$pmax	$cpu_us	$scpu	$rss	$pss	$hwm	$nprocs	$sippcpu	$other	$(date -Is)	$nlegs	$rcsd_us	$redis_us	$redis_pct	$rcmds	$rrt	$rlist")
 
 	local key="$cs:$server:$rate" take=0
 	if [[ -z ${SEL[$key]-} ]]; then
@@ -672,19 +935,119 @@ run_one() { # CASE SERVER RATE REPEAT
 		R_P50[$key]=$p50 R_P99[$key]=$p99 R_CPU[$key]=$cpu_us R_RSS[$key]=$rss R_PSS[$key]=$pss
 		R_SCPU[$key]=$scpu R_SIPPCPU[$key]=$sippcpu R_OTHER[$key]=$other R_ACH[$key]=$ach
 		R_DELIV[$key]=$delivered R_STORED[$key]=$stored
+		R_NODES[$key]=$nlegs R_RCSDUS[$key]=$rcsd_us R_REDISUS[$key]=$redis_us R_REDISCPU[$key]=$redis_pct
+		R_CMDS[$key]=$rcmds R_RT[$key]=$rrt R_CMDLIST[$key]=$rlist
 	fi
 	local extra=""
 	[[ $cs == relay ]] && extra=", delivered to the UAS $delivered"
 	[[ $cs == store ]] && extra=", stored $stored"
+	is_redis "$server" && extra+=" by $nlegs nodes; rcsd ${rcsd_us} + redis-server ${redis_us} us CPU/msg (redis ${redis_pct}%), Redis ${rcmds} commands and ${rrt} round trips per stored message: ${rlist}"
 	log "$cs/$server @ $rate/s #$rep: ok ($expect) $ok/$calls in ${elapsed} s${extra}, failed: ${codes}, $retr retransmissions, UDP drops $sdrops by the server/$((d1 - d0)) in all, ${cpu_us} us CPU/msg (server ${scpu}%, sipp ${sippcpu}%, other ${other}%), p50/p99 ${p50}/${p99} ms, RSS ${rss} MB"
 	if ((ok == 0 && calls > 0)); then
 		log "$cs/$server @ $rate/s: NO MESSAGE got its $expect; first errors:"
-		grep -m3 -o "received 'SIP/2.0 [^']*\|timed out[^.]*" "$dir/errors.log" >&2 2>/dev/null || true
+		grep -m3 -o "received 'SIP/2.0 [^']*\|timed out[^.]*" "${ldirs[0]}/errors.log" >&2 2>/dev/null || true
 	fi
 	# a failed step: the higher rates of this (case, server) are skipped
 	if ((SKIP_AFTER_FAIL)) && awk -v f="$fail_pct" -v e="$elapsed" -v d="$DURATION" 'BEGIN { exit !(f >= 10 || e > 3 * d) }'; then
 		SKIPPED[$cs:$server]=$rate
 	fi
+}
+
+# ---------------------------------------------------------------- Redis MONITOR
+# run_monitor N: store N messages (40/s, one SIPp, node 1 of rcsd-redis)
+# under redis-cli MONITOR, and print the commands per stored message in
+# order: one group per MESSAGE (it starts with the GET of the sender's
+# bindings), patterns counted, keys with the users' names replaced.
+MONITOR_REPORT=""
+run_monitor() {
+	local n=$1 dir="$WORK/monitor" port sport rc=0
+	mkdir -p "$dir"
+	sed 's/<recv response="200" rtd="1"\/>/<recv response="202" rtd="1"\/>/' "$UAC_SCENARIO" >"$dir/message_uac.xml"
+	port=$(pick_port u)
+	sport=$(pick_port u)
+	log "monitor: storing $n messages at 40/s through node 1 of rcsd-redis under redis-cli MONITOR"
+	start_server rcsd-redis store "$dir" "$port"
+	register "$SENDER" "$port" "$sport" "$dir"
+	redis-cli -p "$REDIS_PORT" monitor >"$dir/monitor.log" 2>/dev/null &
+	MON_PID=$!
+	sleep 0.5
+	(cd "$dir" && exec timeout $((n / 40 + 60)) sipp "127.0.0.1:$port" -sf message_uac.xml -inf "$STORE_RCPTS" \
+		-key sender "$SENDER" -key conv "conv-$STAMP-monitor" -key datetime "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+		-i 127.0.0.1 -p "$sport" -r 40 -rp 1000 -m "$n" -recv_timeout "$RECV_TIMEOUT_MS" -nd \
+		-trace_stat -stf stat.csv -fd 1 -trace_err -error_file errors.log) </dev/null >"$dir/sipp.out" 2>"$dir/sipp.err" || rc=$?
+	sleep 0.5
+	stop_pid "$MON_PID"; MON_PID=""
+	stop_server
+	local ok
+	ok=$(last_stats "$dir/stat.csv" | awk '{ print $1 }')
+	((KEEP)) && log "monitor: raw log $dir/monitor.log"
+	MONITOR_REPORT=$(awk -v sender="sip:$SENDER@$REALM" -v ok="$ok" -v n="$n" -v rc="$rc" '
+		function norm(a,   i) {
+			gsub(/rcsd:/, "", a)
+			i = index(a, sender); while (i > 0) { a = substr(a, 1, i - 1) "SENDER" substr(a, i + length(sender)); i = index(a, sender) }
+			gsub(/sip:user[0-9]+@[a-z.]+/, "RCPT", a)
+			gsub(/\\x00[0-9a-f]+/, "<NUL>ID", a)
+			gsub(/sub:user[0-9]+@[a-z.]+/, "sub:RCPT-IMPI", a)
+			gsub(/cid:SENDER\/[^ ]*/, "cid:SENDER/CALLID/CSEQ", a)
+			gsub(/mid:SENDER\/[^ ]*/, "mid:SENDER/IMDN-ID", a)
+			if (a ~ /^[0-9]+ [0-9]+ [0-9a-f]+$/) a = "<sec nsec ID>"
+			else if (a ~ /^[0-9a-f]+$/ && length(a) >= 24) a = "ID"
+			else if (a ~ /^[0-9]+$/ && length(a) >= 10) a = "T"
+			return a
+		}
+		{
+			# 1732526400.123456 [0 127.0.0.1:54321] "GET" "key" ...
+			t = $1 + 0
+			src = ($3 == "lua]") ? "lua" : "client"
+			line = $0; sub(/^[^]]*\] /, "", line)
+			# the quoted arguments (escapes inside kept as they are)
+			m = 0; delete arg
+			while (match(line, /"([^"\\]|\\.)*"/)) {
+				arg[++m] = substr(line, RSTART + 1, RLENGTH - 2); line = substr(line, RSTART + RLENGTH)
+			}
+			if (m == 0) next
+			cmd = toupper(arg[1])
+			if (cmd == "MONITOR") next
+			if (src == "client" && cmd == "GET" && index(arg[2], sender) > 0 && index(arg[2], ":bindings") > 0) {
+				g++; started = 1
+			}
+			if (!started) next
+			# the command with its keys; long values shortened
+			txt = cmd
+			if (cmd == "EVALSHA" || cmd == "EVAL") {
+				nk = arg[3] + 0
+				txt = txt " " substr(arg[2], 1, 8) " " nk
+				for (i = 4; i < 4 + nk && i <= m; i++) txt = txt " " norm(arg[i])
+				txt = txt " +" (m - 3 - nk) " args"
+			} else {
+				for (i = 2; i <= m && i <= 4; i++) {
+					v = norm(arg[i]); if (length(v) > 48) v = "<" (length(v) > 200 ? "message" : "value") ">"
+					txt = txt " " v
+				}
+				if (m > 4) txt = txt " …"
+			}
+			if (src == "lua") { txt = "    (lua) " txt; luac[g]++ } else {
+				top[g]++
+				if (cmd == "MULTI") inmulti[g] = 1
+				else if (cmd == "EXEC") { inmulti[g] = 0; rt[g]++ }
+				else if (!inmulti[g]) rt[g]++
+			}
+			pat[g] = pat[g] txt "\n"
+		}
+		END {
+			if (g == 0) { print "no MESSAGE seen in the MONITOR log (sipp exit " rc ", " ok " of " n " stored)"; exit }
+			for (i = 1; i <= g; i++) { cnt[pat[i]]++; if (!(pat[i] in first)) { first[pat[i]] = i; order[++np] = pat[i] } ; T += top[i]; L += luac[i]; R += rt[i] }
+			printf "%d MESSAGEs (%d answered 202) under MONITOR: per stored message %.2f round trips, %.2f commands sent by rcsd, %.2f run inside Lua scripts, %.2f in all\n", g, ok, R / g, T / g, L / g, (T + L) / g
+			# patterns, most frequent first
+			for (i = 1; i <= np; i++) for (j = i + 1; j <= np; j++) if (cnt[order[j]] > cnt[order[i]]) { x = order[i]; order[i] = order[j]; order[j] = x }
+			for (i = 1; i <= np && i <= 4; i++) {
+				p = order[i]; k = first[p]
+				printf "\n-- %d of %d messages: %d round trips, %d commands from rcsd + %d inside Lua\n", cnt[p], g, rt[k], top[k], luac[k]
+				printf "%s", p
+			}
+			if (np > 4) printf "\n(%d other patterns, %d messages: background sweeps interleaved)\n", np - 4, g - cnt[order[1]] - cnt[order[2]] - cnt[order[3]] - cnt[order[4]]
+		}' "$dir/monitor.log")
+	log "monitor: done"
 }
 
 # ---------------------------------------------------------------- drain run
@@ -785,6 +1148,9 @@ run_drain() { # SERVER
 			rm -f "$WORK/probe.db"
 		fi
 	fi
+	if ((REDIS_OK)) && [[ " $(servers_for store) " == *" rcsd-redis"* ]]; then
+		echo "rcsd-redis*: $REDIS_NODES rcsd nodes (GOMAXPROCS=1 each, CPU $SERVER_CPU) sharing $("$REDIS_BIN" --version | awk '{ print $1, $2, $3 }') (CPU $REDIS_CPU), loopback TCP; redis-server --save \"\" --appendonly yes --appendfsync everysec (rcsd-redis) / always (rcsd-redis-always); the SIPp load split evenly, one SIPp per node"
+	fi
 	if ((RCSD_OK)); then
 		echo "rcsd: $RCSD_BIN ($("$RCSD_BIN" version 2>/dev/null | head -1 || echo 'version unknown')), storage file: (the provisioned store copied for every run)${RCSD_ARGS:+, extra args: $RCSD_ARGS}"
 	fi
@@ -819,6 +1185,7 @@ done
 if has_case drain; then
 	for s in $(servers_for drain); do run_drain "$s"; done
 fi
+if ((REDIS_MONITOR > 0 && RCSD_OK && REDIS_OK)); then run_monitor "$REDIS_MONITOR"; fi
 write_tsv
 
 # ---------------------------------------------------------------- report
@@ -846,6 +1213,17 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (x + 0 > 0 && y + 0 > 0) printf "%
 					"${R_ELAPSED[$k]}" "${R_ACH[$k]}" "${R_P50[$k]}" "${R_P99[$k]}" "${R_CPU[$k]}" "${R_SCPU[$k]}" \
 					"${R_RSS[$k]}" "${R_PSS[$k]}" "${R_SIPPCPU[$k]}" "${R_OTHER[$k]}"
 			done
+			if is_redis "$s"; then
+				echo "   Redis ($REDIS_NODES nodes, appendfsync $(redis_fsync "$s")): CPU per stored message of rcsd (all nodes) and of redis-server (both are in cpu_us/msg above);"
+				echo "   Redis commands per stored message (commandstats delta, commands inside Lua scripts included) and round trips (client writes to redis-server)"
+				printf '%6s %8s %9s %9s %10s %9s  %s\n' rate nodes rcsd_us redis_us redis_cpu cmds/msg "rt/msg  commands per message"
+				for rate in "${rl[@]}"; do
+					k="$cs:$s:$rate"
+					[[ -n ${R_OK[$k]+x} ]] || continue
+					printf '%6s %8s %9s %9s %9s%% %9s  %6s  %s\n' "$rate" "${R_NODES[$k]}" "${R_RCSDUS[$k]}" "${R_REDISUS[$k]}" \
+						"${R_REDISCPU[$k]}" "${R_CMDS[$k]}" "${R_RT[$k]}" "${R_CMDLIST[$k]}"
+				done
+			fi
 			echo
 		done
 		echo "== $cs: highest offered rate with < 0.1% failed MESSAGEs"
@@ -860,6 +1238,21 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (x + 0 > 0 && y + 0 > 0) printf "%
 				if [[ $best_ontime == none ]] || ((rate > best_ontime)); then best_ontime=$rate; fi
 			done
 			printf '  %-9s %s/s  (also finishing within 10%% of %s s: %s/s)\n' "$s" "$best" "$DURATION" "$best_ontime"
+		done
+		for s in "${svs[@]}"; do
+			is_redis "$s" && [[ " ${svs[*]} " == *" rcsd "* ]] || continue
+			echo
+			echo "== $cs: $s ($REDIS_NODES nodes sharing Redis, appendfsync $(redis_fsync "$s")) / rcsd (one node, file store) at each rate"
+			echo "   (target: stored throughput >= 0.80x, <= 3 Redis round trips per stored message)"
+			printf '%6s %10s %10s %8s %8s %8s %12s %9s %8s\n' rate achieved embedded ratio p50 p99 cpu_per_msg cmds/msg rt/msg
+			for rate in "${rl[@]}"; do
+				a="$cs:$s:$rate" b="$cs:rcsd:$rate"
+				[[ -n ${R_OK[$a]+x} && -n ${R_OK[$b]+x} ]] || continue
+				printf '%6s %10s %10s %8s %8s %8s %12s %9s %8s\n' "$rate" "${R_ACH[$a]}" "${R_ACH[$b]}" \
+					"$(ratio "${R_ACH[$a]}" "${R_ACH[$b]}")" "$(ratio "${R_P50[$a]}" "${R_P50[$b]}")" \
+					"$(ratio "${R_P99[$a]}" "${R_P99[$b]}")" "$(ratio "${R_CPU[$a]}" "${R_CPU[$b]}")" "${R_CMDS[$a]}" "${R_RT[$a]}"
+			done
+			echo "   achieved = stored (202) per second of the run; a run that took longer than --duration shows as a lower rate"
 		done
 		if [[ " ${svs[*]} " == *" rcsd "* && " ${svs[*]} " == *" kamailio "* ]]; then
 			echo
@@ -887,6 +1280,12 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (x + 0 > 0 && y + 0 > 0) printf "%
 		echo "  held: what the server reports holding after the fill (rcsd: rcsd_messages_stored, NA if absent; Kamailio: rows in silo)"
 		echo "  drain_s: from the recipient's REGISTER to its UAS taking the last message; first_s: to the first (1 s resolution)"
 		echo "  delivered < stored_ok: the rest did not arrive within --drain-timeout; drain/s then counts only what did"
+	fi
+	if [[ -n $MONITOR_REPORT ]]; then
+		echo
+		echo "== Redis commands of one stored MESSAGE, in order (redis-cli MONITOR, $REDIS_MONITOR messages at 40/s to $STORE_RECIPIENTS offline recipients in turn, node 1 of $REDIS_NODES)"
+		echo "   SENDER = the sender's public identity, RCPT = the recipient's; EVALSHA shows its SHA1 prefix, key count, keys"
+		echo "$MONITOR_REPORT"
 	fi
 	echo
 	echo "results: $TSV"

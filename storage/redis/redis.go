@@ -175,6 +175,9 @@ type Options struct {
 // DefaultWaitTimeout bounds WAIT when Options.WaitTimeout is zero.
 const DefaultWaitTimeout = 100 * time.Millisecond
 
+// poolSize is the connections per node (per Redis server in Cluster).
+const poolSize = 128
+
 // MaxWaitTimeout is the longest WaitTimeout: WAIT is read under the
 // client's read timeout (3s), which a longer wait would trip.
 const MaxWaitTimeout = 2 * time.Second
@@ -246,6 +249,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// RESP3 push messages.
 		Protocol:        2,
 		DisableIdentity: true,
+		// With appendfsync always Redis fsyncs once per event-loop turn
+		// for every write it read in that turn: throughput is in-flight
+		// writes per fsync. go-redis's default pool (10 per GOMAXPROCS)
+		// capped them at 10 per node; handlers wait on the store anyway,
+		// so let them wait in Redis's batch, not for a connection.
+		PoolSize: poolSize,
 		// Redis before 7.4 does not know CLIENT MAINT_NOTIFICATIONS.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
