@@ -49,7 +49,8 @@ bench-register: build
 	./bench/register.sh --rcsd $(BIN)
 
 # Pager MESSAGE (relay, store-and-forward, drain) against Kamailio
-# (t_relay, msilo on SQLite) in one run; see bench/README.md.
+# (t_relay, msilo on SQLite) in one run, the store case also against two
+# rcsd nodes sharing one redis-server; see bench/README.md.
 bench-message: build
 	./scripts/install-deps.sh kamailio
 	./bench/message.sh --rcsd $(BIN)

@@ -46,7 +46,7 @@ RATES="1000 2000 4000 8000"
 STORE_RATES="250 500 1000 2000"
 DURATION=8
 REPEAT=1
-SERVERS="rcsd kamailio"
+SERVERS="rcsd rcsd-redis kamailio"
 DRAIN_SERVERS="rcsd"
 STORE_RECIPIENTS=100
 DRAIN_COUNT=100000
@@ -84,7 +84,7 @@ usage: bench/message.sh [options]
   --duration S          seconds per run (default: $DURATION)
   --repeat N            runs per (case, server, rate); the report keeps the one with the
                         least CPU per message, the .tsv has them all (default: $REPEAT)
-  --servers "A B"       subset of "rcsd kamailio" for relay and store (default: both, when available);
+  --servers "A B"       of "rcsd kamailio" for relay and store (default: "$SERVERS", when available);
                         the store case also takes rcsd-redis and rcsd-redis-always: --redis-nodes
                         rcsd nodes sharing one redis-server (appendonly yes, appendfsync everysec
                         resp. always), the load split evenly across them

@@ -69,8 +69,11 @@ type Pager struct {
 	// registered recipient that does not take a stored message.
 	RetryMin time.Duration `yaml:"retry_min"`
 	RetryMax time.Duration `yaml:"retry_max"`
-	// SweepInterval is how often expiry and retries are looked at.
+	// SweepInterval is how often expiry and due retries are looked at.
 	SweepInterval time.Duration `yaml:"sweep_interval"`
+	// RescanInterval is how often every recipient with stored messages
+	// is read, for a retry whose schedule was lost (pager.Options).
+	RescanInterval time.Duration `yaml:"rescan_interval"`
 	// MaxRecipients bounds a recipient list (one-to-many send).
 	MaxRecipients int `yaml:"max_recipients"`
 	// SpamNumber receives spam reports (seed 001 §5.1.3.8); empty turns
@@ -255,7 +258,7 @@ func Default() Config {
 		IMS: IMS{TrustedPeers: []string{}},
 		PA:  PA{PagerLimit: 900},
 		Pager: Pager{DeliveryTimeout: 8 * time.Second, Lifetime: 7 * 24 * time.Hour, RetryMin: 30 * time.Second,
-			RetryMax: time.Hour, SweepInterval: 10 * time.Second, MaxRecipients: 100,
+			RetryMax: time.Hour, SweepInterval: 10 * time.Second, RescanInterval: 5 * time.Minute, MaxRecipients: 100,
 			SpamNumber: "+861008699999", ReportLifetime: 90 * 24 * time.Hour,
 			Capabilities: []string{
 				`+g.3gpp.icsi-ref="urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.largemsg,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.filetransfer,urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.session"`,
@@ -552,6 +555,10 @@ func (c *Config) Validate() []string {
 	}
 	if c.Pager.SweepInterval < 100*time.Millisecond {
 		add("pager.sweep_interval", "want at least 100ms, got %s", c.Pager.SweepInterval)
+	}
+	if c.Pager.RescanInterval < 100*time.Millisecond {
+		// Shorter than sweep_interval means every sweep.
+		add("pager.rescan_interval", "want at least 100ms, got %s", c.Pager.RescanInterval)
 	}
 	if c.PA.Domain != "" {
 		if c.PA.Token == "" {

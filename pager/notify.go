@@ -67,6 +67,7 @@ func (p *Pager) negativeDelivery(m storage.Message) {
 // itself originates.
 func (p *Pager) deliverOrStore(ctx context.Context, m storage.Message) {
 	waiting, err := p.store.PendingMessages(ctx, m.Recipient, 1)
+	offline := false
 	if err == nil && len(waiting) == 0 {
 		dctx, cancel := context.WithTimeout(ctx, p.opts.DeliveryTimeout)
 		out := p.deliver(dctx, m)
@@ -74,9 +75,14 @@ func (p *Pager) deliverOrStore(ctx context.Context, m storage.Message) {
 		if out.class != unreachable {
 			return
 		}
+		offline = out.why == noContact
 	}
 	if _, err := p.store.PutMessage(ctx, m); err != nil {
 		p.log.Warn("storing a notification failed", zap.String("to", m.Recipient), zap.Error(err))
+		return
+	}
+	if !offline {
+		p.scheduleRetry(ctx, m.Recipient, p.now())
 	}
 }
 

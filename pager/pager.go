@@ -75,9 +75,15 @@ type Options struct {
 	// registered recipient that does not take the message. Defaults 30s
 	// and 1h.
 	RetryMin, RetryMax time.Duration
-	// SweepInterval is how often expiry and retries are looked at.
-	// Default 10s.
+	// SweepInterval is how often expiry and due retries (the store's
+	// retry schedule) are looked at. Default 10s.
 	SweepInterval time.Duration
+	// RescanInterval is how often the sweep also reads every recipient
+	// with stored messages, for a retry whose schedule was lost (a node
+	// that crashed between storing and scheduling, a store write that
+	// failed): it costs two reads per such recipient, so it is rare.
+	// Default 5m.
+	RescanInterval time.Duration
 	// MaxRecipients bounds a recipient list. Default 100.
 	MaxRecipients int
 	// MaxDrains bounds the recipients drained at once. Default 64.
@@ -134,6 +140,9 @@ func (o *Options) defaults() {
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = 10 * time.Second
+	}
+	if o.RescanInterval <= 0 {
+		o.RescanInterval = 5 * time.Minute
 	}
 	if o.MaxRecipients <= 0 {
 		o.MaxRecipients = 100
@@ -193,10 +202,15 @@ type Pager struct {
 
 	aliases *aliasCache
 
+	lastRescan time.Time // by Run's goroutine only
+
 	mu       sync.Mutex
 	closed   bool            // Close was called: no new background work
 	draining map[string]bool // recipients being drained
-	again    map[string]bool // recipients to drain again when the current drain ends
+	// unscheduled holds the retries the store could not take (it was
+	// down): the sweep starts them from here.
+	unscheduled map[string]time.Time
+	again       map[string]bool // recipients to drain again when the current drain ends
 }
 
 // New creates the messaging function. Call Run to start its sweeper and
@@ -208,7 +222,7 @@ func New(opts Options, store storage.Store, sender Sender, log *zap.Logger, m *M
 		opts: opts, store: store, sender: sender, log: log, metrics: m, now: opts.Now,
 		ctx: ctx, cancel: cancel, slots: make(chan struct{}, opts.MaxDrains),
 		aliases:  newAliasCache(store, opts.AliasTTL, opts.Now),
-		draining: map[string]bool{}, again: map[string]bool{},
+		draining: map[string]bool{}, again: map[string]bool{}, unscheduled: map[string]time.Time{},
 	}
 }
 
@@ -340,10 +354,16 @@ func (p *Pager) route(ctx context.Context, req *siplib.Request, m storage.Messag
 		p.log.Info("duplicate MESSAGE not stored again", zap.String("to", m.Recipient), zap.String("stored_as", dup))
 	} else {
 		p.metrics.Stored.Inc()
-		if !offline && len(waiting) > 0 && p.reachable(ctx, m.Recipient) {
+		switch {
+		case offline:
+			// Its next registration drains it: no retry to schedule.
+		case len(waiting) > 0 && p.reachable(ctx, m.Recipient):
 			// Older messages wait but the recipient is there: a drain
 			// (which this one joins) may be due.
 			p.kick(m.Recipient, false)
+		default:
+			// The recipient is registered but did not take it (or ims-as).
+			p.scheduleRetry(ctx, m.Recipient, p.now())
 		}
 	}
 	return p.accepted(req)

@@ -97,6 +97,12 @@ type env struct {
 
 func start(t *testing.T, route *ims.Route, mutate ...func(*Options)) *env {
 	t.Helper()
+	return startWith(t, route, nil, mutate...)
+}
+
+// startWith is start with the pager's view of the store wrapped (faults).
+func startWith(t *testing.T, route *ims.Route, wrap func(storage.Store) storage.Store, mutate ...func(*Options)) *env {
+	t.Helper()
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	store := memory.New()
 	t.Cleanup(func() { store.Close() })
@@ -113,7 +119,11 @@ func start(t *testing.T, route *ims.Route, mutate ...func(*Options)) *env {
 	for _, m := range mutate {
 		m(&opts)
 	}
-	p := New(opts, store, srv, log, NewMetrics(prometheus.NewRegistry(), nil))
+	var ps storage.Store = store
+	if wrap != nil {
+		ps = wrap(store)
+	}
+	p := New(opts, ps, srv, log, NewMetrics(prometheus.NewRegistry(), nil))
 	t.Cleanup(p.Close)
 	router.HandleTx("MESSAGE", p.ServeSIP)
 	router.HandleTx("OPTIONS", p.ServeOPTIONS)

@@ -2,6 +2,7 @@ package pager
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -111,4 +112,63 @@ func TestStoredMessageRoundTrips(t *testing.T) {
 	require.Equal(t, 202, send("carol", "4"))
 	assert.Equal(t, []string{"BindingsOf sip:alice@rcs.local sip:carol@rcs.local", "PutMessage sip:carol@rcs.local"},
 		store.take())
+}
+
+func (c *countingStore) ExpireMessages(ctx context.Context, now time.Time, limit int) ([]storage.Message, error) {
+	c.note("ExpireMessages")
+	return c.Store.ExpireMessages(ctx, now, limit)
+}
+
+func (c *countingStore) DueRetries(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	c.note("DueRetries")
+	return c.Store.DueRetries(ctx, now, limit)
+}
+
+func (c *countingStore) PendingRecipients(ctx context.Context, after string, limit int) ([]string, error) {
+	c.note("PendingRecipients")
+	return c.Store.PendingRecipients(ctx, after, limit)
+}
+
+// A sweep reads the retry schedule, not every recipient: messages stored
+// for offline users (their registration drains them) cost it nothing,
+// however many. The rescan, every RescanInterval on one of the nodes
+// sharing the store, still reads them all.
+func TestSweepReadsOnlyDueRetries(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	store := &countingStore{Store: mem}
+	now := time.Now()
+	const offline = 500
+	for i := range offline {
+		_, err := mem.PutMessage(ctx, storage.Message{ID: fmt.Sprintf("%06d", i), Recipient: fmt.Sprintf("sip:u%d@rcs.local", i),
+			Received: now, Expires: now.Add(time.Hour)})
+		require.NoError(t, err)
+	}
+	p := New(Options{Domain: "rcs.local", RescanInterval: time.Hour}, store, nil, zap.NewNop(), NewMetrics(prometheus.NewRegistry(), nil))
+	t.Cleanup(p.Close)
+	p.lastRescan = now
+
+	p.sweep(ctx)
+	assert.Equal(t, []string{"ExpireMessages", "DueRetries"}, store.take())
+
+	p.lastRescan = now.Add(-time.Hour)
+	p.sweep(ctx)
+	calls := store.take()
+	reads := 0
+	for _, c := range calls {
+		if strings.HasPrefix(c, "PendingMessages ") {
+			reads++
+		}
+	}
+	assert.Equal(t, offline, reads, "the rescan looks at every recipient")
+	t.Logf("store calls: sweep 2, rescan %d", len(calls))
+	p.sweep(ctx)
+	assert.Equal(t, []string{"ExpireMessages", "DueRetries"}, store.take(), "and not again until RescanInterval")
+
+	other := New(Options{Domain: "rcs.local", RescanInterval: time.Hour, Node: "n2"}, store, nil, zap.NewNop(), NewMetrics(prometheus.NewRegistry(), nil))
+	t.Cleanup(other.Close)
+	other.lastRescan = now.Add(-time.Hour)
+	other.sweep(ctx)
+	assert.Equal(t, []string{"ExpireMessages", "DueRetries"}, store.take(), "one node per RescanInterval rescans")
 }

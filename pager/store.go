@@ -2,6 +2,7 @@ package pager
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -12,37 +13,58 @@ import (
 )
 
 // RegistrationChanged implements registrar.Observer: a recipient that
-// gains a binding (registers, or registers another device) gets its
-// stored messages now, whatever their back-off said.
+// gains a way in — a new binding, or a binding whose flow changed (the
+// handset reconnected, or registered again through another node after
+// its node died) — gets its stored messages now, whatever their back-off
+// said. A refresh over the same flow changes nothing reachable.
 func (p *Pager) RegistrationChanged(c registrar.Change) {
-	if len(c.After) == 0 {
-		return
+	if gainsFlow(c) {
+		p.kickSubscriber(c.AOR)
 	}
-	known := make(map[string]bool, len(c.Before))
+}
+
+// gainsFlow reports whether c adds a binding or changes one's flow.
+func gainsFlow(c registrar.Change) bool {
+	known := make(map[string]*storage.Binding, len(c.Before))
 	for i := range c.Before {
-		known[c.Before[i].Key()] = true
+		known[c.Before[i].Key()] = &c.Before[i]
 	}
 	for i := range c.After {
-		if !known[c.After[i].Key()] {
-			p.kickSubscriber(c.AOR)
-			return
+		if old := known[c.After[i].Key()]; old == nil || !sameFlow(old, &c.After[i]) {
+			return true
 		}
 	}
+	return false
+}
+
+func sameFlow(a, b *storage.Binding) bool {
+	return a.Transport == b.Transport && a.Source == b.Source && a.Local == b.Local && a.Node == b.Node &&
+		slices.Equal(a.Path, b.Path)
 }
 
 // kickSubscriber drains the queues of aor and of the subscriber's other
 // public identities (messages are stored under the identity addressed).
+// A message stored while the registration was being written (its sender's
+// node saw no binding yet, and this drain may read the queue before the
+// message is in it) is caught by a retry scheduled a sweep later.
 func (p *Pager) kickSubscriber(aor string) {
-	p.kick(aor, true)
-	sub, err := p.store.SubscriberByIMPU(p.ctx, aor)
-	if err != nil {
-		return
-	}
-	for _, u := range sub.IMPUs {
-		if u != aor {
-			p.kick(u, true)
+	ids := []string{aor}
+	if sub, err := p.store.SubscriberByIMPU(p.ctx, aor); err == nil {
+		for _, u := range sub.IMPUs {
+			if u != aor {
+				ids = append(ids, u)
+			}
 		}
 	}
+	for _, u := range ids {
+		p.kick(u, true)
+	}
+	p.spawn(func() {
+		at := p.now().Add(p.opts.SweepInterval)
+		for _, u := range ids {
+			p.scheduleRetry(p.ctx, u, at)
+		}
+	})
 }
 
 // kick starts a drain of recipient's stored messages in the background,
@@ -72,7 +94,9 @@ func (p *Pager) kick(recipient string, force bool) {
 		defer func() { <-p.slots }()
 		if !p.lease(recipient) {
 			// Another node drains it (it reads until nothing is due), or
-			// the store is down (the sweep tries again).
+			// the store is down. Look again once that node's lease would
+			// have lapsed: it may have died holding it.
+			p.scheduleRetry(p.ctx, recipient, p.now().Add(p.opts.LeaseTTL))
 			p.finishDrain(recipient)
 			return
 		}
@@ -168,6 +192,7 @@ func (p *Pager) drain(ctx context.Context, recipient string, force bool) {
 		ms, err := p.store.PendingMessages(ctx, recipient, drainBatch)
 		if err != nil {
 			p.log.Warn("reading stored messages failed", zap.String("to", recipient), zap.Error(err))
+			p.scheduleRetry(ctx, recipient, p.now().Add(p.opts.SweepInterval))
 			return
 		}
 		now := p.now()
@@ -177,6 +202,9 @@ func (p *Pager) drain(ctx context.Context, recipient string, force bool) {
 				continue // the sweeper expires it
 			}
 			if !force && m.NextAttempt.After(now) {
+				if len(due) == 0 {
+					p.scheduleRetry(ctx, recipient, m.NextAttempt)
+				}
 				break
 			}
 			due = append(due, m)
@@ -203,6 +231,7 @@ func (p *Pager) drain(ctx context.Context, recipient string, force bool) {
 		}
 		wg.Wait()
 		var done []string
+		var retry time.Time // the earliest failed attempt's next
 		stopped := false
 		for i, m := range due {
 			out := outs[i]
@@ -225,14 +254,23 @@ func (p *Pager) drain(ctx context.Context, recipient string, force bool) {
 				if err := p.store.UpdateMessage(ctx, m); err != nil {
 					p.log.Warn("recording a failed attempt", zap.String("id", m.ID), zap.Error(err))
 				}
+				if retry.IsZero() || m.NextAttempt.Before(retry) {
+					retry = m.NextAttempt
+				}
 				p.log.Debug("stored message not taken, will retry", zap.String("to", m.Recipient),
 					zap.String("why", out.why), zap.Time("next", m.NextAttempt))
 			}
 		}
+		if !retry.IsZero() {
+			p.scheduleRetry(ctx, recipient, retry)
+		}
 		if len(done) > 0 {
 			if err := p.store.DeleteMessages(context.WithoutCancel(ctx), recipient, done); err != nil {
 				p.log.Warn("delivered messages not removed", zap.String("to", recipient), zap.Error(err))
-				return // the next batch would repeat them
+				// The next batch would repeat them; a later drain removes
+				// them (after delivering them again: at-least-once).
+				p.scheduleRetry(ctx, recipient, p.now().Add(p.opts.SweepInterval))
+				return
 			}
 		}
 		if stopped {
@@ -256,6 +294,7 @@ func (p *Pager) backoff(attempts int) time.Duration {
 func (p *Pager) Run(ctx context.Context) {
 	t := time.NewTicker(p.opts.SweepInterval)
 	defer t.Stop()
+	p.lastRescan = p.now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -266,6 +305,13 @@ func (p *Pager) Run(ctx context.Context) {
 	}
 }
 
+// sweep expires stored messages and starts the retries that are due.
+// Retries come from the store's schedule, written when a delivery
+// attempt fails: recipients that are merely offline are not on it (their
+// next registration drains them), so a sweep costs the same with a
+// million of them as with none. Every RescanInterval one of the nodes
+// sharing the store also reads every recipient, for a schedule that was
+// lost.
 func (p *Pager) sweep(ctx context.Context) {
 	now := p.now()
 	gone, err := p.store.ExpireMessages(ctx, now, 10000)
@@ -279,15 +325,64 @@ func (p *Pager) sweep(ctx context.Context) {
 		p.metrics.Expired.Inc()
 		p.failed(m, "expired undelivered")
 	}
+	for ctx.Err() == nil {
+		rs, err := p.store.DueRetries(ctx, now, 1000)
+		if err != nil {
+			p.log.Warn("reading due retries failed", zap.Error(err))
+			// Retries scheduled by other nodes while the store was out of
+			// reach may be lost with it: rescan once it is back.
+			p.lastRescan = time.Time{}
+			break
+		}
+		for _, r := range rs {
+			if !internal(r) {
+				p.kick(r, false)
+			}
+		}
+		if len(rs) < 1000 {
+			break
+		}
+	}
+	p.mu.Lock()
+	var local []string
+	for r, at := range p.unscheduled {
+		if !at.After(now) {
+			local = append(local, r)
+			delete(p.unscheduled, r)
+		}
+	}
+	p.mu.Unlock()
+	for _, r := range local {
+		p.kick(r, false)
+	}
+	if now.Sub(p.lastRescan) >= p.opts.RescanInterval {
+		// One node per RescanInterval does it: the lease is not released,
+		// it lapses.
+		ok, err := p.store.Lease(ctx, "rescan", p.opts.Node, now, p.opts.RescanInterval)
+		switch {
+		case err != nil:
+			p.log.Warn("rescan lease", zap.Error(err))
+		case !ok:
+			p.lastRescan = now // another node's turn
+		case p.rescan(ctx, now):
+			p.lastRescan = now
+		}
+	}
+}
+
+// rescan kicks every reachable recipient whose first stored message is
+// due: two reads per recipient with stored messages. It reports whether
+// it went through them all.
+func (p *Pager) rescan(ctx context.Context, now time.Time) bool {
 	after := ""
 	for ctx.Err() == nil {
 		rs, err := p.store.PendingRecipients(ctx, after, 1000)
 		if err != nil {
 			p.log.Warn("listing stored messages failed", zap.Error(err))
-			return
+			return false
 		}
 		if len(rs) == 0 {
-			return
+			return true
 		}
 		for _, r := range rs {
 			if internal(r) {
@@ -300,6 +395,23 @@ func (p *Pager) sweep(ctx context.Context) {
 		}
 		after = rs[len(rs)-1]
 	}
+	return false
+}
+
+// scheduleRetry puts recipient on the store's retry schedule, or, when
+// the store cannot take it, on this node's own (lost if the node dies:
+// then the rescan finds the messages).
+func (p *Pager) scheduleRetry(ctx context.Context, recipient string, at time.Time) {
+	err := p.store.ScheduleRetry(context.WithoutCancel(ctx), recipient, at)
+	if err == nil {
+		return
+	}
+	p.log.Warn("scheduling a retry in the store failed; kept by this node", zap.String("to", recipient), zap.Error(err))
+	p.mu.Lock()
+	if old, ok := p.unscheduled[recipient]; !ok || at.Before(old) {
+		p.unscheduled[recipient] = at
+	}
+	p.mu.Unlock()
 }
 
 // reachable reports whether a retry can go anywhere: the S-CSCF in ims-as

@@ -2,8 +2,10 @@ package pager
 
 import (
 	"context"
+	"errors"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -143,6 +145,39 @@ func TestUnreachableThenRetried(t *testing.T) {
 			break
 		}
 	}
+	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond)
+}
+
+// A retry that fails too is tried again after the back-off (the drain
+// puts the recipient back on the store's retry schedule), not sooner.
+func TestRetryAfterFailedRetry(t *testing.T) {
+	e := start(t, nil, func(o *Options) { o.DeliveryTimeout = 300 * time.Millisecond })
+	sweep, stop := context.WithCancel(context.Background())
+	defer stop()
+	go e.p.Run(sweep)
+	alice, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	e.bind(t, "sip:bob@rcs.local", bob, "bob")
+	srv := e.srv.Addr("udp")
+
+	alice.send(srv, fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-r2"))
+	var callIDs []string
+	var times []time.Time
+	deadline := time.Now().Add(8 * time.Second)
+	for len(callIDs) < 3 && time.Now().Before(deadline) {
+		got, _ := bob.read(200 * time.Millisecond)
+		if got == "" || !strings.HasPrefix(got, "MESSAGE ") || slices.Contains(callIDs, header(got, "Call-ID")) {
+			continue // nothing yet, or a retransmission
+		}
+		callIDs = append(callIDs, header(got, "Call-ID"))
+		times = append(times, time.Now())
+		if len(callIDs) == 3 {
+			bob.send(srv, answer(got, 200, "OK")) // the second retry is taken
+		}
+	}
+	require.Len(t, callIDs, 3, "direct attempt, a first retry, a second retry")
+	assert.Equal(t, 202, status(readFinal(alice)))
+	assert.GreaterOrEqual(t, times[2].Sub(times[1]), 900*time.Millisecond, "RetryMin (1s) after the failed retry")
 	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond)
 }
 
@@ -429,10 +464,15 @@ func TestDrainLease(t *testing.T) {
 	got, _ := bob.read(300 * time.Millisecond)
 	assert.Empty(t, got, "n2 holds the lease")
 
-	// The sweep takes over after the lease lapses.
-	time.Sleep(300 * time.Millisecond)
-	e.p.sweep(context.Background())
-	got, _ = bob.read(3 * time.Second)
+	// The refused drain scheduled a look once n2's lease would have
+	// lapsed: a sweep then takes over (nothing else would: bob was
+	// offline when the message was stored, so no retry was scheduled).
+	deadline := time.Now().Add(3 * time.Second)
+	e.p.lastRescan = time.Now() // the sweeps below do not rescan
+	for got == "" && time.Now().Before(deadline) {
+		e.p.sweep(context.Background())
+		got, _ = bob.read(100 * time.Millisecond)
+	}
 	require.NotEmpty(t, got)
 	assert.Contains(t, got, "imdn.Message-ID: W8dcb0vf")
 	bob.send(srv, answer(got, 200, "OK"))
@@ -440,4 +480,103 @@ func TestDrainLease(t *testing.T) {
 	ok, err = e.store.Lease(context.Background(), "drain:sip:bob@rcs.local", "n2", time.Now(), time.Second)
 	require.NoError(t, err)
 	assert.True(t, ok, "released after the drain")
+}
+
+func TestGainsFlow(t *testing.T) {
+	b := storage.Binding{AOR: "sip:bob@rcs.local", Contact: "sip:bob@10.0.0.1:5060", Transport: "tcp",
+		Source: "10.0.0.1:40000", Local: "127.0.0.1:5060", Node: "n1", Path: []string{"<sip:kam;lr>"}}
+	with := func(f func(*storage.Binding)) storage.Binding {
+		c := b
+		c.Path = slices.Clone(b.Path)
+		f(&c)
+		return c
+	}
+	tests := []struct {
+		name          string
+		before, after []storage.Binding
+		want          bool
+	}{
+		{"first registration", nil, []storage.Binding{b}, true},
+		{"refresh over the same flow", []storage.Binding{b}, []storage.Binding{with(func(c *storage.Binding) { c.CSeq++ })}, false},
+		{"another device", []storage.Binding{b}, []storage.Binding{b, with(func(c *storage.Binding) { c.Contact = "sip:bob2@10.0.0.2" })}, true},
+		{"reconnected (new source port)", []storage.Binding{b}, []storage.Binding{with(func(c *storage.Binding) { c.Source = "10.0.0.1:40001" })}, true},
+		{"moved to another node", []storage.Binding{b}, []storage.Binding{with(func(c *storage.Binding) { c.Node = "n2" })}, true},
+		{"another transport", []storage.Binding{b}, []storage.Binding{with(func(c *storage.Binding) { c.Transport = "tls" })}, true},
+		{"another edge proxy", []storage.Binding{b}, []storage.Binding{with(func(c *storage.Binding) { c.Path = []string{"<sip:kam2;lr>"} })}, true},
+		{"de-registration", []storage.Binding{b}, nil, false},
+		{"one of two removed", []storage.Binding{b, with(func(c *storage.Binding) { c.Contact = "sip:bob2@10.0.0.2" })}, []storage.Binding{b}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, gainsFlow(registrar.Change{AOR: b.AOR, Before: tc.before, After: tc.after}))
+		})
+	}
+}
+
+// A message stored while its recipient's registration was being written
+// (the sender's node saw no binding; the registration's drain read the
+// queue before the message was in it) is delivered by the retry the
+// registration scheduled a sweep later, not left for the rescan.
+func TestMessageStoredDuringRegistration(t *testing.T) {
+	e := start(t, nil)
+	bob := newHandset(t)
+	e.registered(t, "sip:bob@rcs.local", bob)
+	time.Sleep(50 * time.Millisecond) // the registration's drain found nothing
+	now := time.Now()
+	_, err := e.store.PutMessage(context.Background(), storage.Message{ID: newID(now), Recipient: "sip:bob@rcs.local",
+		Sender: "sip:alice@rcs.local", Received: now, Expires: now.Add(time.Hour),
+		Headers: []string{"Content-Type: text/plain"}, Body: []byte("raced")})
+	require.NoError(t, err)
+
+	var got string
+	e.p.lastRescan = time.Now() // the sweeps below do not rescan
+	for deadline := time.Now().Add(3 * time.Second); got == "" && time.Now().Before(deadline); {
+		e.p.sweep(context.Background())
+		got, _ = bob.read(100 * time.Millisecond)
+	}
+	require.NotEmpty(t, got)
+	assert.True(t, strings.HasSuffix(got, "raced"), got)
+	bob.send(e.srv.Addr("udp"), answer(got, 200, "OK"))
+	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond)
+}
+
+// refusingSchedule is a store whose retry schedule is out of reach (a
+// partial outage: the message was stored, the schedule write failed).
+type refusingSchedule struct{ storage.Store }
+
+func (refusingSchedule) ScheduleRetry(context.Context, string, time.Time) error {
+	return errors.New("schedule unreachable")
+}
+
+// A retry the store could not schedule is kept by the node and started
+// by its sweep.
+func TestRetryKeptWhenScheduleFails(t *testing.T) {
+	e := startWith(t, nil, func(s storage.Store) storage.Store { return refusingSchedule{s} },
+		func(o *Options) { o.DeliveryTimeout = 300 * time.Millisecond })
+	alice, bob := newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	e.bind(t, "sip:bob@rcs.local", bob, "bob")
+	srv := e.srv.Addr("udp")
+
+	alice.send(srv, fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-ks"))
+	first, _ := bob.read(2 * time.Second)
+	require.NotEmpty(t, first)
+	require.Equal(t, 202, status(readFinal(alice))) // bob stayed silent
+	e.p.mu.Lock()
+	assert.Contains(t, e.p.unscheduled, "sip:bob@rcs.local")
+	e.p.mu.Unlock()
+
+	e.p.lastRescan = time.Now() // the sweeps below do not rescan
+	var got string
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		e.p.sweep(context.Background())
+		got, _ = bob.read(100 * time.Millisecond)
+		if got != "" && strings.HasPrefix(got, "MESSAGE ") && header(got, "Call-ID") != header(first, "Call-ID") {
+			break
+		}
+		got = ""
+	}
+	require.NotEmpty(t, got, "retried from the node's own schedule")
+	bob.send(srv, answer(got, 200, "OK"))
+	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond)
 }

@@ -151,6 +151,15 @@ type MessageStore interface {
 	PendingRecipients(ctx context.Context, after string, limit int) ([]string, error)
 	// CountMessages returns how many messages are stored.
 	CountMessages(ctx context.Context) (int, error)
+	// ScheduleRetry asks for recipient's stored messages to be tried
+	// again at (or after) at. An earlier time already scheduled for the
+	// recipient is kept: a retry may come early, never late.
+	ScheduleRetry(ctx context.Context, recipient string, at time.Time) error
+	// DueRetries takes off the schedule and returns up to limit (<= 0:
+	// all) recipients whose retry time is at or before now, earliest
+	// first. Each scheduled retry is returned to one caller only, so that
+	// nodes sharing the store do not all look at the same recipient.
+	DueRetries(ctx context.Context, now time.Time, limit int) ([]string, error)
 }
 
 // SubscriberStore holds provisioned subscribers.

@@ -193,7 +193,7 @@ func (s *Store) init() error {
 		}
 		// The message buckets came after schema 2 was set; creating them
 		// when missing keeps older files of the same schema usable.
-		for _, name := range [][]byte{bucketSubscribers, bucketIMPU, bucketBindings, bucketMessages, bucketMsgExpiry, bucketMsgDedupExp} {
+		for _, name := range [][]byte{bucketSubscribers, bucketIMPU, bucketBindings, bucketMessages, bucketMsgExpiry, bucketMsgDedupExp, bucketRetryAt, bucketRetryOf} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("creating bucket %s: %w", name, err)
 			}

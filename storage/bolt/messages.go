@@ -25,6 +25,8 @@ import (
 //	             recipient \x01 dedup key              -> expires(8) id
 //	msgexpiry:   expires(8, big-endian ns) recipient \x00 id  -> nil
 //	msgdedupexp: expires(8) recipient \x01 key          -> nil
+//	retryat:     at(8) recipient                        -> nil
+//	retryof:     recipient                              -> at(8)
 //
 // A recipient's messages and dedup keys sit next to each other in one
 // bucket, so storing a message dirties the one or two leaf pages of its
@@ -35,6 +37,10 @@ var (
 	bucketMessages    = []byte("messages")
 	bucketMsgExpiry   = []byte("msgexpiry")
 	bucketMsgDedupExp = []byte("msgdedupexp")
+	// The retry schedule: retryat in time order for DueRetries, retryof
+	// to find a recipient's entry when it is moved earlier.
+	bucketRetryAt = []byte("retryat")
+	bucketRetryOf = []byte("retryof")
 )
 
 func messageKey(recipient, id string) []byte { return subKey(recipient, 0, id) }
@@ -374,4 +380,71 @@ func countMessages(tx *bbolt.Tx) int64 {
 		}
 	}
 	return n
+}
+
+// ScheduleRetry implements storage.MessageStore. It goes through Batch: a
+// lost schedule costs a late retry only (the pager's rescan finds it),
+// but a batch of failed deliveries should not cost an fsync each.
+func (s *Store) ScheduleRetry(ctx context.Context, recipient string, at time.Time) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	if recipient == "" {
+		return fmt.Errorf("bolt: retry needs a recipient: %w", storage.ErrInvalid)
+	}
+	tk := timeKey(at)
+	err := s.db.Batch(func(tx *bbolt.Tx) error {
+		ab, ob := tx.Bucket(bucketRetryAt), tx.Bucket(bucketRetryOf)
+		if old := ob.Get([]byte(recipient)); old != nil {
+			if bytes.Compare(old, tk) <= 0 {
+				return nil // an earlier retry is scheduled
+			}
+			if err := ab.Delete(append(bytes.Clone(old), recipient...)); err != nil {
+				return err
+			}
+		}
+		if err := ab.Put(append(bytes.Clone(tk), recipient...), nil); err != nil {
+			return err
+		}
+		return ob.Put([]byte(recipient), tk)
+	})
+	if err != nil {
+		return dbErr("scheduling a retry", err)
+	}
+	return nil
+}
+
+// DueRetries implements storage.MessageStore.
+func (s *Store) DueRetries(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	var out []string
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		out = out[:0]
+		ab, ob := tx.Bucket(bucketRetryAt), tx.Bucket(bucketRetryOf)
+		end := timeKey(now)
+		var keys [][]byte
+		c := ab.Cursor()
+		for k, _ := c.First(); k != nil && len(k) >= 8 && bytes.Compare(k[:8], end) <= 0; k, _ = c.Next() {
+			if limit > 0 && len(keys) >= limit {
+				break
+			}
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			if err := ab.Delete(k); err != nil {
+				return err
+			}
+			if err := ob.Delete(k[8:]); err != nil {
+				return err
+			}
+			out = append(out, string(k[8:]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, dbErr("taking due retries", err)
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ type messages struct {
 	mu    sync.Mutex
 	queue map[string]*recipientQueue
 	dedup map[dedupKey]dedupEntry
+	retry map[string]time.Time // the retry schedule: few entries (failed deliveries), scanned whole
 	count int
 }
 
@@ -35,7 +37,8 @@ type dedupEntry struct {
 }
 
 func newMessages() messages {
-	return messages{queue: make(map[string]*recipientQueue), dedup: make(map[dedupKey]dedupEntry)}
+	return messages{queue: make(map[string]*recipientQueue), dedup: make(map[dedupKey]dedupEntry),
+		retry: make(map[string]time.Time)}
 }
 
 // cloneMessage copies every slice so that neither the caller nor the
@@ -242,4 +245,50 @@ func (s *Store) CountMessages(ctx context.Context) (int, error) {
 	s.msgs.mu.Lock()
 	defer s.msgs.mu.Unlock()
 	return s.msgs.count, nil
+}
+
+// ScheduleRetry implements storage.MessageStore.
+func (s *Store) ScheduleRetry(ctx context.Context, recipient string, at time.Time) error {
+	if s.closed.Load() {
+		return errClosed()
+	}
+	if recipient == "" {
+		return fmt.Errorf("memory: retry needs a recipient: %w", storage.ErrInvalid)
+	}
+	t := &s.msgs
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old, ok := t.retry[recipient]; !ok || at.Before(old) {
+		t.retry[recipient] = at
+	}
+	return nil
+}
+
+// DueRetries implements storage.MessageStore.
+func (s *Store) DueRetries(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	if s.closed.Load() {
+		return nil, errClosed()
+	}
+	t := &s.msgs
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []string
+	for r, at := range t.retry {
+		if !at.After(now) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if c := t.retry[a].Compare(t.retry[b]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	for _, r := range out {
+		delete(t.retry, r)
+	}
+	return out, nil
 }

@@ -650,3 +650,45 @@ func wrapIf(op string, err error) error {
 	}
 	return wrap(op, err)
 }
+
+// ScheduleRetry implements storage.MessageStore: one sorted set scored by
+// the retry time in ms; ZADD LT keeps an earlier time (Redis >= 6.2). It
+// does not wait for replicas: a lost schedule costs a late retry only
+// (the pager's rescan finds it).
+func (s *Store) ScheduleRetry(ctx context.Context, recipient string, at time.Time) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	if !validRecipient(recipient) {
+		return fmt.Errorf("redis: retry for recipient %q: %w", recipient, storage.ErrInvalid)
+	}
+	err := s.rdb.ZAddLT(ctx, s.idxRetry, goredis.Z{Score: float64(at.UnixMilli()), Member: recipient}).Err()
+	return wrapIf("scheduling a retry", err)
+}
+
+// takeDue pops up to ARGV[2] (<= 0: all) members of KEYS[1] scored at or
+// below ARGV[1], lowest first: in one step, so that two nodes never take
+// the same one.
+var takeDue = goredis.NewScript(`
+local args = {KEYS[1], '-inf', ARGV[1], 'BYSCORE'}
+if tonumber(ARGV[2]) > 0 then
+  args[5], args[6], args[7] = 'LIMIT', 0, ARGV[2]
+end
+local due = redis.call('ZRANGE', unpack(args))
+for i = 1, #due, 500 do
+  redis.call('ZREM', KEYS[1], unpack(due, i, math.min(i + 499, #due)))
+end
+return due
+`)
+
+// DueRetries implements storage.MessageStore.
+func (s *Store) DueRetries(ctx context.Context, now time.Time, limit int) ([]string, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	rs, err := takeDue.Run(ctx, s.rdb, []string{s.idxRetry}, now.UnixMilli(), limit).StringSlice()
+	if err != nil {
+		return nil, wrap("taking due retries", err)
+	}
+	return rs, nil
+}

@@ -194,8 +194,8 @@ type Store struct {
 	keep    time.Duration
 
 	// Keys of the subscriber slot and the index slot.
-	subIndex                                                  string
-	idxBindings, idxBindingKeys, idxMsgs, idxDedup, idxRecpts string
+	subIndex                                                            string
+	idxBindings, idxBindingKeys, idxMsgs, idxDedup, idxRecpts, idxRetry string
 
 	// WAIT after PutMessage (Options.WaitReplicas); waitN 0 is off.
 	waitN int
@@ -272,6 +272,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		idxMsgs:        p + "{index}:msgs",
 		idxDedup:       p + "{index}:dedup",
 		idxRecpts:      p + "{index}:recipients",
+		idxRetry:       p + "{index}:retry",
 	}
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
 		_ = s.rdb.Close()

@@ -25,6 +25,8 @@ var messageTests = []test{
 	{"NoAliasing", testMessageNoAliasing},
 	{"ConcurrentPut", testMessageConcurrentPut},
 	{"ConcurrentDedup", testMessageConcurrentDedup},
+	{"RetrySchedule", testRetrySchedule},
+	{"RetryConcurrent", testRetryConcurrent},
 }
 
 func message(recipient, id string, expires time.Time, keys ...string) storage.Message {
@@ -289,6 +291,89 @@ func testMessageConcurrentDedup(t *testing.T, s storage.Store) {
 	assert.Equal(t, 1, n)
 }
 
+// The retry schedule: earliest time kept per recipient, due ones taken in
+// time order and only once, the limit honoured.
+func testRetrySchedule(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	const a, b, c = "sip:a@x", "sip:b@x", "sip:c@x"
+	none, err := s.DueRetries(ctx, base.Add(time.Hour), 0)
+	require.NoError(t, err)
+	assert.Empty(t, none)
+
+	require.NoError(t, s.ScheduleRetry(ctx, a, base.Add(2*time.Second)))
+	require.NoError(t, s.ScheduleRetry(ctx, b, base.Add(time.Second)))
+	require.NoError(t, s.ScheduleRetry(ctx, c, base.Add(5*time.Second)))
+	require.NoError(t, s.ScheduleRetry(ctx, a, base.Add(3*time.Second)), "later: the earlier time stays")
+	require.NoError(t, s.ScheduleRetry(ctx, c, base.Add(4*time.Second)), "earlier: moves it")
+
+	got, err := s.DueRetries(ctx, base.Add(500*time.Millisecond), 0)
+	require.NoError(t, err)
+	assert.Empty(t, got, "nothing due yet")
+	got, err = s.DueRetries(ctx, base.Add(2*time.Second), 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{b, a}, got, "due at or before now, earliest first")
+	got, err = s.DueRetries(ctx, base.Add(2*time.Second), 0)
+	require.NoError(t, err)
+	assert.Empty(t, got, "taken once")
+
+	got, err = s.DueRetries(ctx, base.Add(3500*time.Millisecond), 0)
+	require.NoError(t, err)
+	assert.Empty(t, got, "a's later time was not kept beside the earlier one")
+	got, err = s.DueRetries(ctx, base.Add(4*time.Second), 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{c}, got)
+
+	for i := range 5 {
+		require.NoError(t, s.ScheduleRetry(ctx, fmt.Sprintf("sip:u%d@x", i), base.Add(time.Duration(10-i)*time.Second)))
+	}
+	got, err = s.DueRetries(ctx, base.Add(time.Minute), 2)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"sip:u4@x", "sip:u3@x"}, got, "limit")
+	got, err = s.DueRetries(ctx, base.Add(time.Minute), 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"sip:u2@x", "sip:u1@x", "sip:u0@x"}, got)
+
+	require.NoError(t, s.ScheduleRetry(ctx, a, base), "scheduled again after it was taken")
+	got, err = s.DueRetries(ctx, base, 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{a}, got)
+	assert.ErrorIs(t, s.ScheduleRetry(ctx, "", base), storage.ErrInvalid)
+}
+
+// Nodes taking due retries at once each get a share, none the same.
+func testRetryConcurrent(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	const n = 200
+	for i := range n {
+		require.NoError(t, s.ScheduleRetry(ctx, fmt.Sprintf("sip:r%03d@x", i), base.Add(time.Duration(i)*time.Millisecond)))
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				rs, err := s.DueRetries(ctx, base.Add(time.Hour), 7)
+				if !assert.NoError(t, err) || len(rs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, r := range rs {
+					seen[r]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	assert.Len(t, seen, n)
+	for r, k := range seen {
+		assert.Equal(t, 1, k, "%s taken %d times", r, k)
+	}
+}
+
 // RunMessagePersistence checks that stored messages, their dedup keys and
 // their updates survive Close and a reopen of the same directory.
 func RunMessagePersistence(t *testing.T, open func(t *testing.T, dir string) storage.Store) {
@@ -302,6 +387,7 @@ func RunMessagePersistence(t *testing.T, open func(t *testing.T, dir string) sto
 	m1.Attempts, m1.NextAttempt = 2, base.Add(time.Minute)
 	require.NoError(t, s.UpdateMessage(ctx, m1))
 	require.NoError(t, s.DeleteMessage(ctx, bob, "0002"))
+	require.NoError(t, s.ScheduleRetry(ctx, bob, base.Add(time.Minute)))
 	require.NoError(t, s.Close())
 
 	s = open(t, dir)
@@ -313,4 +399,7 @@ func RunMessagePersistence(t *testing.T, open func(t *testing.T, dir string) sto
 	dup, err := s.PutMessage(ctx, message(bob, "0003", base.Add(time.Hour), "mid:alice/1"))
 	require.NoError(t, err)
 	assert.Equal(t, "0001", dup, "dedup keys persist")
+	due, err := s.DueRetries(ctx, base.Add(time.Minute), 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{bob}, due, "the retry schedule persists")
 }
