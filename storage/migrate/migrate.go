@@ -5,7 +5,11 @@
 // What is copied: every subscriber (with its AKA sequence number), every
 // AOR's bindings (expired ones not yet purged included; the flow fields
 // make handsets reachable again only if they reconnect to the same node),
-// and every stored message with its attempts and back-off. Not copied:
+// and every stored message with its attempts and back-off; every
+// recipient with messages is put on the target's retry schedule at once
+// (the source's schedule is not read: the first sweep on the target looks
+// at each recipient, and the messages of offline ones wait for their
+// registration as before). Not copied:
 // the dedup keys of messages already delivered (they only stop a late
 // duplicate of an old message) and nonces (stateless). The target must be
 // empty: a copy never merges or overwrites.
@@ -115,6 +119,11 @@ func Copy(ctx context.Context, from, to storage.Store) (Counts, error) {
 					}
 				}
 				c.Messages++
+			}
+			if len(ms) > 0 {
+				if err := to.ScheduleRetry(ctx, r, time.Now()); err != nil {
+					return c, fmt.Errorf("migrate: scheduling %s: %w", r, err)
+				}
 			}
 		}
 		after = rs[len(rs)-1]

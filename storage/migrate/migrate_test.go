@@ -63,6 +63,9 @@ func TestCopy(t *testing.T) {
 	dup, err := dst.PutMessage(ctx, storage.Message{ID: "0002", Recipient: "sip:bob@rcs.local", DedupKeys: []string{"mid:x"}, Expires: now.Add(time.Hour)})
 	require.NoError(t, err)
 	assert.Equal(t, "0001", dup, "dedup keys of stored messages come along")
+	due, err := dst.DueRetries(ctx, time.Now(), 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"sip:bob@rcs.local"}, due, "the target's first sweep looks at every recipient")
 
 	_, err = Copy(ctx, src, dst)
 	assert.ErrorIs(t, err, ErrNotEmpty, "never merges")

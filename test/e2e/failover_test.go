@@ -206,7 +206,11 @@ func sentinelScenario(t *testing.T, run string, n int, wait, lag bool) (*acctRep
 	<-fault
 	require.NoError(t, fl.err)
 	require.NotEmpty(t, fl.String(), "the load ended before the fault")
-	assert.Positive(t, rep.unavailable.Load(), "503 + Retry-After during the failover")
+	if wait {
+		// The control's short load may be all answered before the kill
+		// (the 300ms cut-off comes first): its point is the losses.
+		assert.Positive(t, rep.unavailable.Load(), "503 + Retry-After during the failover")
+	}
 	assert.Empty(t, rep.failed, "messages never acknowledged (rcsd did not follow the failover?)")
 
 	inbox := newAcctInbox()
