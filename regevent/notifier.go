@@ -14,6 +14,8 @@
 //   - Subscriptions live in memory on the node that accepted them: a
 //     restart drops them silently, and handsets subscribe again after
 //     their next registration refresh (their refresh SUBSCRIBE gets 481).
+//     On a shared store the other nodes' registration changes reach them
+//     too (cluster.Changes), so the handset's REGISTERs may land anywhere.
 //   - Every NOTIFY carries the full state (state="full"): no partial
 //     documents to reassemble, and a NOTIFY lost or coalesced costs
 //     nothing but its events.

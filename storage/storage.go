@@ -236,6 +236,19 @@ type MultiBindingReader interface {
 	BindingsOf(ctx context.Context, aors []string, now time.Time) ([][]Binding, error)
 }
 
+// Broadcaster is implemented by backends that several nodes share: what
+// one node publishes on a channel reaches every node subscribed to it,
+// itself included. Delivery is best effort — a node disconnected from
+// the store at that moment misses it — so it carries only what is also
+// recoverable from the stored state.
+type Broadcaster interface {
+	Publish(ctx context.Context, channel string, payload []byte) error
+	// Subscribe delivers the channel's messages until ctx ends, then
+	// closes the returned channel; it resubscribes by itself after a
+	// lost connection.
+	Subscribe(ctx context.Context, channel string) (<-chan []byte, error)
+}
+
 // BindingsOf reads the bindings of several AORs, in one round trip when
 // the backend can.
 func BindingsOf(ctx context.Context, s BindingStore, aors []string, now time.Time) ([][]Binding, error) {

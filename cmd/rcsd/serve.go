@@ -215,6 +215,13 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 		router.Handle("SUBSCRIBE", regEvents.ServeSIP)
 		registrarHandler.Observe(regEvents)
 	}
+	var changes *cluster.Changes
+	if bus, ok := store.(storage.Broadcaster); ok && regEvents != nil {
+		// A shared store: subscriptions taken by this node hear of
+		// registrations made on the others.
+		changes = cluster.NewChanges(cfg.Node.ID, bus, log.Named("cluster"), regEvents)
+		registrarHandler.Observe(changes)
+	}
 	nodes := cluster.New(cfg.Node.ID, cfg.Node.Address, cfg.Node.TTL, store, log.Named("cluster"), metricsRegistry)
 	clusterKey := []byte(cfg.Auth.NonceSecret)
 	if len(clusterKey) == 0 {
@@ -296,7 +303,15 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	clusterDone := make(chan struct{})
 	go func() {
 		defer close(clusterDone)
+		changesDone := make(chan struct{})
+		go func() {
+			defer close(changesDone)
+			if changes != nil {
+				changes.Run(regEventsCtx)
+			}
+		}()
 		nodes.Run(regEventsCtx)
+		<-changesDone
 	}()
 	pagerDone := make(chan struct{})
 	go func() {

@@ -177,3 +177,48 @@ func TestNodeDies(t *testing.T) {
 	assert.Contains(t, raw, "kept for dan")
 	dan1.answer(req, 200)
 }
+
+// TestRegEventAcrossNodes: a handset subscribed to its reg event on n1
+// hears of its second device registering and de-registering on n2 (a
+// load balancer that does not keep a user on one node): the change is
+// shared between the nodes over the store (Redis Pub/Sub).
+func TestRegEventAcrossNodes(t *testing.T) {
+	n1, n2 := startNodes(t)
+	provision(t, n1, "rosa")
+	a := &notifyClient{wireClient: dial(t, "UDP", n1)}
+	contactA := "<sip:rosa@" + a.local() + ">"
+	res, _ := a.register(regReq{user: "rosa", callID: "e2e-rosa-a", cseq: 1, contact: contactA})
+	ch := firstChallenge(t, res)
+	res, raw := a.register(regReq{user: "rosa", callID: "e2e-rosa-a", cseq: 2, auth: authorize(ch, "rosa@rcs.local", "rosa-pw", "00000001"), contact: contactA + ";expires=600"})
+	require.Equal(t, 200, res.StatusCode, raw)
+
+	a.send("SUBSCRIBE sip:rosa@rcs.local SIP/2.0\n" +
+		"Via: SIP/2.0/UDP " + a.local() + ";branch=z9hG4bKxsub1;rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:rosa@rcs.local>;tag=rosasub\nTo: <sip:rosa@rcs.local>\n" +
+		"Call-ID: e2e-rosa-sub\nCSeq: 1 SUBSCRIBE\nEvent: reg\nAccept: application/reginfo+xml\n" +
+		"Contact: " + contactA + "\nExpires: 600\nContent-Length: 0\n\n")
+	seen := map[string]bool{}
+	_, doc, _ := a.notify(seen) // the initial state (the 200 is kept aside)
+	assert.Equal(t, uint32(0), doc.Version)
+	require.Len(t, contactEvents(doc), 1)
+
+	b := &notifyClient{wireClient: dial(t, "UDP", n2)}
+	uriB := "sip:rosa-b@" + b.local()
+	res, _ = b.register(regReq{user: "rosa", callID: "e2e-rosa-b", cseq: 1, contact: "<" + uriB + ">"})
+	ch = firstChallenge(t, res)
+	res, raw = b.register(regReq{user: "rosa", callID: "e2e-rosa-b", cseq: 2, auth: authorize(ch, "rosa@rcs.local", "rosa-pw", "00000001"), contact: "<" + uriB + ">;expires=600"})
+	require.Equal(t, 200, res.StatusCode, raw)
+	req, doc, raw := a.notify(seen)
+	assert.Equal(t, uint32(1), doc.Version)
+	assert.Equal(t, "active/registered", contactEvents(doc)[uriB], raw)
+	assert.Equal(t, "active/registered", contactEvents(doc)["sip:rosa@"+a.local()], "A is still there, unchanged")
+	assert.Equal(t, "active", doc.Registrations[0].State)
+	assert.Regexp(t, `^active`, req.GetHeader("Subscription-State").Value())
+
+	res, raw = b.register(regReq{user: "rosa", callID: "e2e-rosa-b", cseq: 3, auth: authorize(ch, "rosa@rcs.local", "rosa-pw", "00000002"), contact: "<" + uriB + ">;expires=0"})
+	require.Equal(t, 200, res.StatusCode, raw)
+	_, doc, raw = a.notify(seen)
+	assert.Equal(t, uint32(2), doc.Version)
+	assert.Equal(t, "terminated/unregistered", contactEvents(doc)[uriB], raw)
+	assert.Equal(t, "active", doc.Registrations[0].State, "A keeps the registration active")
+}
