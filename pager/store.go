@@ -280,6 +280,10 @@ func (p *Pager) drain(ctx context.Context, recipient string, force bool) {
 	}
 }
 
+// maxQueuedDrains bounds the drains started or waiting for a slot that a
+// sweep lets pile up.
+const maxQueuedDrains = 8192
+
 // backoff doubles from RetryMin up to RetryMax.
 func (p *Pager) backoff(attempts int) time.Duration {
 	d := p.opts.RetryMin
@@ -325,8 +329,13 @@ func (p *Pager) sweep(ctx context.Context) {
 		p.metrics.Expired.Inc()
 		p.failed(m, "expired undelivered")
 	}
-	for ctx.Err() == nil {
-		rs, err := p.store.DueRetries(ctx, now, 1000)
+	// Each kick is a goroutine until a drain slot frees up: bound how
+	// many wait (the rest stay due in the store for the next sweep).
+	p.mu.Lock()
+	budget := maxQueuedDrains - len(p.draining)
+	p.mu.Unlock()
+	for ctx.Err() == nil && budget > 0 {
+		rs, err := p.store.DueRetries(ctx, now, min(budget, 1000))
 		if err != nil {
 			p.log.Warn("reading due retries failed", zap.Error(err))
 			// Retries scheduled by other nodes while the store was out of
@@ -339,9 +348,10 @@ func (p *Pager) sweep(ctx context.Context) {
 				p.kick(r, false)
 			}
 		}
-		if len(rs) < 1000 {
+		if len(rs) < min(budget, 1000) {
 			break
 		}
+		budget -= len(rs)
 	}
 	p.mu.Lock()
 	var local []string

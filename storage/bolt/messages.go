@@ -419,11 +419,23 @@ func (s *Store) DueRetries(ctx context.Context, now time.Time, limit int) ([]str
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
+	end := timeKey(now)
+	due := false
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		k, _ := tx.Bucket(bucketRetryAt).Cursor().First()
+		due = k != nil && len(k) >= 8 && bytes.Compare(k[:8], end) <= 0
+		return nil
+	})
+	if err != nil {
+		return nil, dbErr("reading due retries", err)
+	}
+	if !due {
+		return nil, nil // most sweeps: no write transaction (and fsync)
+	}
 	var out []string
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err = s.db.Update(func(tx *bbolt.Tx) error {
 		out = out[:0]
 		ab, ob := tx.Bucket(bucketRetryAt), tx.Bucket(bucketRetryOf)
-		end := timeKey(now)
 		var keys [][]byte
 		c := ab.Cursor()
 		for k, _ := c.First(); k != nil && len(k) >= 8 && bytes.Compare(k[:8], end) <= 0; k, _ = c.Next() {
