@@ -74,6 +74,24 @@ func (e *env) registered(t *testing.T, aor string, h *handset) {
 	e.p.RegistrationChanged(registrar.Change{AOR: aor, Before: before, After: after, At: time.Now()})
 }
 
+// aliceAndBob binds two handsets, alice and bob, and returns them with
+// rcsd's UDP address.
+func (e *env) aliceAndBob(t *testing.T) (alice, bob *handset, srv string) {
+	t.Helper()
+	alice, bob = newHandset(t), newHandset(t)
+	e.bind(t, "sip:alice@rcs.local", alice, "alice")
+	e.bind(t, "sip:bob@rcs.local", bob, "bob")
+	return alice, bob, e.srv.Addr("udp")
+}
+
+// runSweeper runs the pager's sweeper until the test ends.
+func (e *env) runSweeper(t *testing.T) {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.p.Run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+}
+
 func (e *env) count(t *testing.T) int {
 	t.Helper()
 	n, err := e.store.CountMessages(context.Background())
@@ -121,13 +139,8 @@ func TestStoreAndForward(t *testing.T) {
 // retried after the back-off by the sweeper.
 func TestUnreachableThenRetried(t *testing.T) {
 	e := start(t, nil, func(o *Options) { o.DeliveryTimeout = 300 * time.Millisecond })
-	sweep, stop := context.WithCancel(context.Background())
-	defer stop()
-	go e.p.Run(sweep)
-	alice, bob := newHandset(t), newHandset(t)
-	e.bind(t, "sip:alice@rcs.local", alice, "alice")
-	e.bind(t, "sip:bob@rcs.local", bob, "bob")
-	srv := e.srv.Addr("udp")
+	e.runSweeper(t)
+	alice, bob, srv := e.aliceAndBob(t)
 
 	alice.send(srv, fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-u1"))
 	first, _ := bob.read(2 * time.Second)
@@ -152,13 +165,8 @@ func TestUnreachableThenRetried(t *testing.T) {
 // puts the recipient back on the store's retry schedule), not sooner.
 func TestRetryAfterFailedRetry(t *testing.T) {
 	e := start(t, nil, func(o *Options) { o.DeliveryTimeout = 300 * time.Millisecond })
-	sweep, stop := context.WithCancel(context.Background())
-	defer stop()
-	go e.p.Run(sweep)
-	alice, bob := newHandset(t), newHandset(t)
-	e.bind(t, "sip:alice@rcs.local", alice, "alice")
-	e.bind(t, "sip:bob@rcs.local", bob, "bob")
-	srv := e.srv.Addr("udp")
+	e.runSweeper(t)
+	alice, bob, srv := e.aliceAndBob(t)
 
 	alice.send(srv, fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-r2"))
 	var callIDs []string
@@ -553,10 +561,7 @@ func (refusingSchedule) ScheduleRetry(context.Context, string, time.Time) error 
 func TestRetryKeptWhenScheduleFails(t *testing.T) {
 	e := startWith(t, nil, func(s storage.Store) storage.Store { return refusingSchedule{s} },
 		func(o *Options) { o.DeliveryTimeout = 300 * time.Millisecond })
-	alice, bob := newHandset(t), newHandset(t)
-	e.bind(t, "sip:alice@rcs.local", alice, "alice")
-	e.bind(t, "sip:bob@rcs.local", bob, "bob")
-	srv := e.srv.Addr("udp")
+	alice, bob, srv := e.aliceAndBob(t)
 
 	alice.send(srv, fixtureMessage(t, "15-pager-message-one-to-one.txt", "sip:alice@rcs.local", "sip:bob@rcs.local", alice.addr(), "z9hG4bK-ks"))
 	first, _ := bob.read(2 * time.Second)

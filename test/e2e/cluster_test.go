@@ -187,10 +187,7 @@ func TestRegEventAcrossNodes(t *testing.T) {
 	provision(t, n1, "rosa")
 	a := &notifyClient{wireClient: dial(t, "UDP", n1)}
 	contactA := "<sip:rosa@" + a.local() + ">"
-	res, _ := a.register(regReq{user: "rosa", callID: "e2e-rosa-a", cseq: 1, contact: contactA})
-	ch := firstChallenge(t, res)
-	res, raw := a.register(regReq{user: "rosa", callID: "e2e-rosa-a", cseq: 2, auth: authorize(ch, "rosa@rcs.local", "rosa-pw", "00000001"), contact: contactA + ";expires=600"})
-	require.Equal(t, 200, res.StatusCode, raw)
+	a.login("rosa", "e2e-rosa-a", contactA+";expires=600")
 
 	a.send("SUBSCRIBE sip:rosa@rcs.local SIP/2.0\n" +
 		"Via: SIP/2.0/UDP " + a.local() + ";branch=z9hG4bKxsub1;rport\n" +
@@ -204,10 +201,7 @@ func TestRegEventAcrossNodes(t *testing.T) {
 
 	b := &notifyClient{wireClient: dial(t, "UDP", n2)}
 	uriB := "sip:rosa-b@" + b.local()
-	res, _ = b.register(regReq{user: "rosa", callID: "e2e-rosa-b", cseq: 1, contact: "<" + uriB + ">"})
-	ch = firstChallenge(t, res)
-	res, raw = b.register(regReq{user: "rosa", callID: "e2e-rosa-b", cseq: 2, auth: authorize(ch, "rosa@rcs.local", "rosa-pw", "00000001"), contact: "<" + uriB + ">;expires=600"})
-	require.Equal(t, 200, res.StatusCode, raw)
+	ch := b.login("rosa", "e2e-rosa-b", "<"+uriB+">;expires=600")
 	req, doc, raw := a.notify(seen)
 	assert.Equal(t, uint32(1), doc.Version)
 	assert.Equal(t, "active/registered", contactEvents(doc)[uriB], raw)
@@ -215,7 +209,7 @@ func TestRegEventAcrossNodes(t *testing.T) {
 	assert.Equal(t, "active", doc.Registrations[0].State)
 	assert.Regexp(t, `^active`, req.GetHeader("Subscription-State").Value())
 
-	res, raw = b.register(regReq{user: "rosa", callID: "e2e-rosa-b", cseq: 3, auth: authorize(ch, "rosa@rcs.local", "rosa-pw", "00000002"), contact: "<" + uriB + ">;expires=0"})
+	res, raw := b.register(regReq{user: "rosa", callID: "e2e-rosa-b", cseq: 3, auth: authorize(ch, "rosa@rcs.local", "rosa-pw", "00000002"), contact: "<" + uriB + ">;expires=0"})
 	require.Equal(t, 200, res.StatusCode, raw)
 	_, doc, raw = a.notify(seen)
 	assert.Equal(t, uint32(2), doc.Version)

@@ -58,6 +58,17 @@ func (c *notifyClient) register(r regReq) (*siplib.Response, string) {
 	}
 }
 
+// login registers contact for user (password user+"-pw") with Digest,
+// and returns the challenge for later REGISTERs (nonce count 2 onwards).
+func (c *notifyClient) login(user, callID, contact string) map[string]string {
+	c.t.Helper()
+	res, _ := c.register(regReq{user: user, callID: callID, cseq: 1, contact: contact})
+	ch := firstChallenge(c.t, res)
+	res, raw := c.register(regReq{user: user, callID: callID, cseq: 2, auth: authorize(ch, user+"@rcs.local", user+"-pw", "00000001"), contact: contact})
+	require.Equal(c.t, 200, res.StatusCode, raw)
+	return ch
+}
+
 // notify waits for the next NOTIFY (skipping retransmissions of ones
 // already answered), answers it 200 and returns it with its document.
 func (c *notifyClient) notify(seen map[string]bool) (*siplib.Request, *regevent.Reginfo, string) {
@@ -111,11 +122,8 @@ func TestRegEvent(t *testing.T) {
 	p := rcsdproc.Start(t, "--registrar.min_expires", "1", "--registrar.purge_interval", "1s")
 	provision(t, p, "rita")
 	c := &notifyClient{wireClient: dial(t, "UDP", p)}
-	res, _ := c.register(regReq{user: "rita", callID: "e2e-rita", cseq: 1, contact: "<sip:rita@" + c.local() + ">"})
-	ch := firstChallenge(t, res)
 	contactA := "<sip:rita@" + c.local() + ">"
-	res, raw := c.register(regReq{user: "rita", callID: "e2e-rita", cseq: 2, auth: authorize(ch, "rita@rcs.local", "rita-pw", "00000001"), contact: contactA + ";expires=600"})
-	require.Equal(t, 200, res.StatusCode, raw)
+	ch := c.login("rita", "e2e-rita", contactA+";expires=600")
 
 	c.send("SUBSCRIBE sip:rita@rcs.local SIP/2.0\n" +
 		"Via: SIP/2.0/UDP " + c.local() + ";branch=z9hG4bKsub1;rport\n" +
@@ -165,7 +173,7 @@ func TestRegEvent(t *testing.T) {
 	assert.Equal(t, "active/registered", contactEvents(first)[uriA])
 
 	// Refresh.
-	res, raw = c.register(regReq{user: "rita", callID: "e2e-rita", cseq: 3, auth: authorize(ch, "rita@rcs.local", "rita-pw", "00000002"), contact: contactA + ";expires=600"})
+	res, raw := c.register(regReq{user: "rita", callID: "e2e-rita", cseq: 3, auth: authorize(ch, "rita@rcs.local", "rita-pw", "00000002"), contact: contactA + ";expires=600"})
 	require.Equal(t, 200, res.StatusCode, raw)
 	_, doc, _ := c.notify(seen)
 	assert.Equal(t, uint32(1), doc.Version)
