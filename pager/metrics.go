@@ -15,6 +15,8 @@ type Metrics struct {
 	SpamReports prometheus.Counter
 	PAUplink    prometheus.Counter
 	PADownlink  prometheus.Counter
+	Retries     prometheus.Counter // recipients a sweep took off the retry schedule
+	Rescans     prometheus.Counter // completed reads of every queue
 }
 
 // NewMetrics registers the metrics; depth reports the stored messages
@@ -44,8 +46,12 @@ func NewMetrics(reg prometheus.Registerer, depth func() float64) *Metrics {
 			Help: "User messages handed to the public account platform."}),
 		PADownlink: prometheus.NewCounter(prometheus.CounterOpts{Name: "rcsd_public_account_downlink_total",
 			Help: "Public account messages accepted for users (one per recipient)."}),
+		Retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "rcsd_message_retries_total",
+			Help: "Recipients whose stored messages a sweep tried again (taken off the retry schedule)."}),
+		Rescans: prometheus.NewCounter(prometheus.CounterOpts{Name: "rcsd_message_rescans_total",
+			Help: "Completed reads of every recipient's stored messages (pager.rescan_interval, one node at a time)."}),
 	}
-	reg.MustRegister(m.PAUplink, m.PADownlink, m.SpamReports, m.Received, m.Delivered, m.Stored, m.Duplicates, m.Expired, m.Failed, m.Refused, m.Latency)
+	reg.MustRegister(m.Retries, m.Rescans, m.PAUplink, m.PADownlink, m.SpamReports, m.Received, m.Delivered, m.Stored, m.Duplicates, m.Expired, m.Failed, m.Refused, m.Latency)
 	if depth != nil {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "rcsd_messages_stored",
 			Help: "Messages stored now, waiting for their recipients."}, depth))

@@ -10,6 +10,7 @@ import (
 
 	siplib "github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -162,6 +163,7 @@ func TestSweepReadsOnlyDueRetries(t *testing.T) {
 		}
 	}
 	assert.Equal(t, offline, reads, "the rescan looks at every recipient")
+	assert.Equal(t, 1.0, testutil.ToFloat64(p.metrics.Rescans))
 	t.Logf("store calls: sweep 2, rescan %d", len(calls))
 	p.sweep(ctx)
 	assert.Equal(t, []string{"ExpireMessages", "DueRetries"}, store.take(), "and not again until RescanInterval")

@@ -345,6 +345,7 @@ func (p *Pager) sweep(ctx context.Context) {
 		}
 		for _, r := range rs {
 			if !internal(r) {
+				p.metrics.Retries.Inc()
 				p.kick(r, false)
 			}
 		}
@@ -363,6 +364,7 @@ func (p *Pager) sweep(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	for _, r := range local {
+		p.metrics.Retries.Inc()
 		p.kick(r, false)
 	}
 	if now.Sub(p.lastRescan) >= p.opts.RescanInterval {
@@ -375,6 +377,7 @@ func (p *Pager) sweep(ctx context.Context) {
 		case !ok:
 			p.lastRescan = now // another node's turn
 		case p.rescan(ctx, now):
+			p.metrics.Rescans.Inc()
 			p.lastRescan = now
 		}
 	}

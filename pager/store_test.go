@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -184,6 +185,7 @@ func TestRetryAfterFailedRetry(t *testing.T) {
 		}
 	}
 	require.Len(t, callIDs, 3, "direct attempt, a first retry, a second retry")
+	assert.Equal(t, 2.0, testutil.ToFloat64(e.p.metrics.Retries), "two recipients taken off the schedule")
 	assert.Equal(t, 202, status(readFinal(alice)))
 	assert.GreaterOrEqual(t, times[2].Sub(times[1]), 900*time.Millisecond, "RetryMin (1s) after the failed retry")
 	require.Eventually(t, func() bool { return e.count(t) == 0 }, 3*time.Second, 20*time.Millisecond)
