@@ -207,10 +207,17 @@ type Pager struct {
 	mu       sync.Mutex
 	closed   bool            // Close was called: no new background work
 	draining map[string]bool // recipients being drained
-	// unscheduled holds the retries the store could not take (it was
-	// down): the sweep starts them from here.
-	unscheduled map[string]time.Time
+	// later holds what this node's sweep starts itself: retries the
+	// store could not take (it was down), and second looks after a
+	// registration.
+	later map[string]later
 	again       map[string]bool // recipients to drain again when the current drain ends
+}
+
+// later is a drain this node's own sweep starts at a time.
+type later struct {
+	at      time.Time
+	recheck bool // a second look after a registration: read first, force
 }
 
 // New creates the messaging function. Call Run to start its sweeper and
@@ -222,7 +229,7 @@ func New(opts Options, store storage.Store, sender Sender, log *zap.Logger, m *M
 		opts: opts, store: store, sender: sender, log: log, metrics: m, now: opts.Now,
 		ctx: ctx, cancel: cancel, slots: make(chan struct{}, opts.MaxDrains),
 		aliases:  newAliasCache(store, opts.AliasTTL, opts.Now),
-		draining: map[string]bool{}, again: map[string]bool{}, unscheduled: map[string]time.Time{},
+		draining: map[string]bool{}, again: map[string]bool{}, later: map[string]later{},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"rcsd/registrar"
 	"rcsd/storage"
 	"rcsd/storage/memory"
 )
@@ -173,4 +175,35 @@ func TestSweepReadsOnlyDueRetries(t *testing.T) {
 	other.lastRescan = now.Add(-time.Hour)
 	other.sweep(ctx)
 	assert.Equal(t, []string{"ExpireMessages", "DueRetries"}, store.take(), "one node per RescanInterval rescans")
+}
+
+// The second look a registration asks for, a sweep later, costs one read
+// when nothing was stored meanwhile (no lease, no drain).
+func TestRegistrationSecondLookCost(t *testing.T) {
+	ctx := context.Background()
+	mem := memory.New()
+	t.Cleanup(func() { mem.Close() })
+	store := &countingStore{Store: mem}
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	p := New(Options{Domain: "rcs.local", Now: now}, store, nil, zap.NewNop(), NewMetrics(prometheus.NewRegistry(), nil))
+	t.Cleanup(p.Close)
+	idle := func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.draining) == 0 }
+
+	b := storage.Binding{AOR: "sip:bob@rcs.local", Contact: "sip:bob@127.0.0.1:5555", CallID: "b", CSeq: 1,
+		Expires: now().Add(time.Hour), Transport: "udp", Source: "127.0.0.1:5555"}
+	_, err := mem.UpdateBindings(ctx, b.AOR, now(), func([]storage.Binding) ([]storage.Binding, error) { return []storage.Binding{b}, nil })
+	require.NoError(t, err)
+	p.RegistrationChanged(registrar.Change{AOR: b.AOR, After: []storage.Binding{b}, At: now()})
+	require.Eventually(t, idle, 2*time.Second, 5*time.Millisecond)
+	store.take()
+
+	clock.Add(int64(11 * time.Second)) // past SweepInterval (10s)
+	p.lastRescan = now()
+	p.sweep(ctx)
+	require.Eventually(t, idle, 2*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []string{"ExpireMessages", "DueRetries", "PendingMessages sip:bob@rcs.local"}, store.take())
+	p.sweep(ctx)
+	assert.Equal(t, []string{"ExpireMessages", "DueRetries"}, store.take(), "once")
 }

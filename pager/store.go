@@ -46,7 +46,8 @@ func sameFlow(a, b *storage.Binding) bool {
 // public identities (messages are stored under the identity addressed).
 // A message stored while the registration was being written (its sender's
 // node saw no binding yet, and this drain may read the queue before the
-// message is in it) is caught by a retry scheduled a sweep later.
+// message is in it) is caught by a second look a sweep later: one read,
+// kept by this node (were it to die meanwhile, the rescan finds it).
 func (p *Pager) kickSubscriber(aor string) {
 	ids := []string{aor}
 	if sub, err := p.store.SubscriberByIMPU(p.ctx, aor); err == nil {
@@ -59,17 +60,26 @@ func (p *Pager) kickSubscriber(aor string) {
 	for _, u := range ids {
 		p.kick(u, true)
 	}
-	p.spawn(func() {
-		at := p.now().Add(p.opts.SweepInterval)
-		for _, u := range ids {
-			p.scheduleRetry(p.ctx, u, at)
+	at := p.now().Add(p.opts.SweepInterval)
+	p.mu.Lock()
+	for _, u := range ids {
+		switch old, ok := p.later[u]; {
+		case !ok || old.recheck:
+			p.later[u] = later{at: at, recheck: true}
+		case at.Before(old.at):
+			p.later[u] = later{at: at} // a retry waits: it comes sooner
 		}
-	})
+	}
+	p.mu.Unlock()
 }
 
 // kick starts a drain of recipient's stored messages in the background,
 // or asks the running one to go round again. force ignores back-off.
-func (p *Pager) kick(recipient string, force bool) {
+func (p *Pager) kick(recipient string, force bool) { p.startDrain(recipient, force, false) }
+
+// startDrain is kick; with recheck it first reads whether anything is
+// stored at all, and leaves it there when not (no lease taken).
+func (p *Pager) startDrain(recipient string, force, recheck bool) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -92,6 +102,13 @@ func (p *Pager) kick(recipient string, force bool) {
 			return
 		}
 		defer func() { <-p.slots }()
+		if recheck {
+			ms, err := p.store.PendingMessages(p.ctx, recipient, 1)
+			if err == nil && len(ms) == 0 {
+				p.finishDrain(recipient)
+				return
+			}
+		}
 		if !p.lease(recipient) {
 			// Another node drains it (it reads until nothing is due), or
 			// the store is down. Look again once that node's lease would
@@ -356,16 +373,24 @@ func (p *Pager) sweep(ctx context.Context) {
 	}
 	p.mu.Lock()
 	var local []string
-	for r, at := range p.unscheduled {
-		if !at.After(now) {
+	var recheck []bool
+	for r, l := range p.later {
+		if budget <= 0 {
+			break // the rest wait for the next sweep
+		}
+		if !l.at.After(now) {
 			local = append(local, r)
-			delete(p.unscheduled, r)
+			recheck = append(recheck, l.recheck)
+			delete(p.later, r)
+			budget--
 		}
 	}
 	p.mu.Unlock()
-	for _, r := range local {
-		p.metrics.Retries.Inc()
-		p.kick(r, false)
+	for i, r := range local {
+		if !recheck[i] {
+			p.metrics.Retries.Inc()
+		}
+		p.startDrain(r, recheck[i], recheck[i])
 	}
 	if now.Sub(p.lastRescan) >= p.opts.RescanInterval {
 		// One node per RescanInterval does it: the lease is not released,
@@ -421,8 +446,8 @@ func (p *Pager) scheduleRetry(ctx context.Context, recipient string, at time.Tim
 	}
 	p.log.Warn("scheduling a retry in the store failed; kept by this node", zap.String("to", recipient), zap.Error(err))
 	p.mu.Lock()
-	if old, ok := p.unscheduled[recipient]; !ok || at.Before(old) {
-		p.unscheduled[recipient] = at
+	if old, ok := p.later[recipient]; !ok || old.recheck || at.Before(old.at) {
+		p.later[recipient] = later{at: at}
 	}
 	p.mu.Unlock()
 }

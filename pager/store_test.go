@@ -570,8 +570,10 @@ func TestRetryKeptWhenScheduleFails(t *testing.T) {
 	require.NotEmpty(t, first)
 	require.Equal(t, 202, status(readFinal(alice))) // bob stayed silent
 	e.p.mu.Lock()
-	assert.Contains(t, e.p.unscheduled, "sip:bob@rcs.local")
+	kept, ok := e.p.later["sip:bob@rcs.local"]
 	e.p.mu.Unlock()
+	require.True(t, ok, "kept by the node")
+	assert.False(t, kept.recheck, "a retry, not a second look")
 
 	e.p.lastRescan = time.Now() // the sweeps below do not rescan
 	var got string
