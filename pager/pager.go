@@ -211,7 +211,7 @@ type Pager struct {
 	// store could not take (it was down), and second looks after a
 	// registration.
 	later map[string]later
-	again       map[string]bool // recipients to drain again when the current drain ends
+	again map[string]bool // recipients to drain again when the current drain ends
 }
 
 // later is a drain this node's own sweep starts at a time.
