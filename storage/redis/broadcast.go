@@ -3,14 +3,22 @@ package redis
 import (
 	"context"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"rcsd/storage"
 )
 
-// Publish implements storage.Broadcaster with Redis Pub/Sub (in Cluster,
-// a classic PUBLISH reaches the subscribers on every shard).
+// Publish implements storage.Broadcaster with Redis Pub/Sub. In Cluster
+// it is sharded Pub/Sub (SPUBLISH, Redis 7): the channel lives on one
+// shard, so one publisher's messages arrive in order — classic PUBLISH
+// goes through whichever node the client picks and is relayed over the
+// cluster bus, and two of them were seen to overtake each other.
 func (s *Store) Publish(ctx context.Context, channel string, payload []byte) error {
 	if err := s.ready(ctx); err != nil {
 		return err
+	}
+	if s.cluster {
+		return wrapIf("publishing", s.rdb.SPublish(ctx, s.prefix+channel, payload).Err())
 	}
 	return wrapIf("publishing", s.rdb.Publish(ctx, s.prefix+channel, payload).Err())
 }
@@ -21,7 +29,12 @@ func (s *Store) Subscribe(ctx context.Context, channel string) (<-chan []byte, e
 	if err := s.ready(ctx); err != nil {
 		return nil, err
 	}
-	ps := s.rdb.Subscribe(ctx, s.prefix+channel)
+	var ps *goredis.PubSub
+	if s.cluster {
+		ps = s.rdb.SSubscribe(ctx, s.prefix+channel)
+	} else {
+		ps = s.rdb.Subscribe(ctx, s.prefix+channel)
+	}
 	if _, err := ps.Receive(ctx); err != nil { // the subscription confirmation
 		_ = ps.Close()
 		return nil, wrap("subscribing", err)
