@@ -26,6 +26,8 @@
 //	{index}:dedup              sorted set: R, score the earliest expiry (ms)
 //	                           of its dedup keys
 //	{index}:recipients         sorted set, score 0: recipients with messages
+//	{index}:retry              sorted set: R, score its retry time (ms)
+//	registration-changes       Pub/Sub channel (sharded in Cluster)
 //
 // <AOR> and <R> (a message recipient) are used as hash tags as they are, or,
 // when they contain a brace, as "#" and a hash of them.
