@@ -594,23 +594,32 @@ func acctVerify(t *testing.T, name string, rep *acctReport, in *acctInbox, extra
 // redisProc is a redis-server (or redis-sentinel) the test can kill -9
 // and start again on the same port and directory.
 type redisProc struct {
-	t    *testing.T
-	bin  string
-	argv func(r *redisProc) []string
-	Port int
-	Addr string
-	Dir  string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	gone chan struct{}
+	t       *testing.T
+	bin     string
+	argv    func(r *redisProc) []string
+	Port    int
+	Addr    string
+	Dir     string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	gone    chan struct{}
+	started bool // by the test's goroutine: Start succeeded once
+	// clusterBus gives a Cluster node BusPort as its bus port (the
+	// default, Port+10000, may be taken or above 65535).
+	clusterBus bool
+	BusPort    int
 }
 
 // newRedisServer is a redis-server on a free loopback port with its
 // files in a directory of its own; args are more options.
 func newRedisServer(t *testing.T, args ...string) *redisProc {
 	return newRedisProc(t, "redis-server", func(r *redisProc) []string {
-		return append([]string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--dir", r.Dir,
+		argv := append([]string{"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--dir", r.Dir,
 			"--logfile", filepath.Join(r.Dir, "redis.log"), "--daemonize", "no"}, args...)
+		if r.clusterBus {
+			argv = append(argv, "--cluster-port", strconv.Itoa(r.BusPort))
+		}
+		return argv
 	})
 }
 
@@ -631,17 +640,35 @@ func newRedisProc(t *testing.T, bin string, argv func(*redisProc) []string) *red
 	t.Helper()
 	path, err := exec.LookPath(bin)
 	require.NoError(t, err, "%s not found: make test installs it", bin)
-	port := rcsdproc.FreePort(t)
-	r := &redisProc{t: t, bin: path, argv: argv, Port: port, Addr: fmt.Sprintf("127.0.0.1:%d", port), Dir: t.TempDir()}
+	ports := rcsdproc.FreePorts(t, 2)
+	r := &redisProc{t: t, bin: path, argv: argv, Port: ports[0], BusPort: ports[1], Addr: fmt.Sprintf("127.0.0.1:%d", ports[0]), Dir: t.TempDir()}
 	t.Cleanup(r.Kill)
 	return r
 }
 
 // Start starts the process with more arguments and waits until it
-// answers PING.
+// answers PING. The first start moves to another port when the chosen one
+// (or, in Cluster, its bus port +10000) was taken meanwhile by another
+// test package; later starts keep the port, which is the point of them.
 func (r *redisProc) Start(extra ...string) {
 	r.t.Helper()
-	require.NoError(r.t, r.start(extra...))
+	for attempt := 1; ; attempt++ {
+		err := r.start(extra...)
+		if err == nil || r.started || attempt == 3 || !strings.Contains(err.Error(), "Address already in use") {
+			require.NoError(r.t, err)
+			r.started = true
+			return
+		}
+		r.t.Logf("%s start %d: port taken meanwhile; trying another", r.bin, attempt)
+		r.Kill()
+		entries, _ := os.ReadDir(r.Dir)
+		for _, e := range entries {
+			_ = os.RemoveAll(filepath.Join(r.Dir, e.Name()))
+		}
+		ports := rcsdproc.FreePorts(r.t, 2)
+		r.Port, r.BusPort = ports[0], ports[1]
+		r.Addr = fmt.Sprintf("127.0.0.1:%d", r.Port)
+	}
 }
 
 // start is Start for goroutines other than the test's.

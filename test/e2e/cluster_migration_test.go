@@ -149,10 +149,10 @@ func startAcctCluster(t *testing.T) *acctCluster {
 	c := &acctCluster{}
 	for range 3 {
 		// redis-server's default bus port is port+10000, which may be
-		// taken or above 65535: give it its own.
+		// taken or above 65535: give it its own (BusPort).
 		r := newRedisServer(t, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-port", strconv.Itoa(rcsdproc.FreePort(t)), "--cluster-node-timeout", "2000")
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		r.clusterBus = true
 		r.Start()
 		id, err := redisCmd(r.Addr, "CLUSTER", "MYID")
 		require.NoError(t, err)

@@ -6,7 +6,9 @@ package rcsdproc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +17,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -55,21 +58,40 @@ func Binary(t testing.TB) string {
 // FreePort returns a port free for both UDP and TCP on 127.0.0.1.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for i := 0; i < 50; i++ {
+	return FreePorts(t, 1)[0]
+}
+
+// FreePorts returns n distinct ports free for both UDP and TCP on
+// 127.0.0.1: each is held until all are found, so that the kernel does
+// not hand the same one out twice. Another process may still take one
+// before it is used (Start retries when that happens).
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; len(ports) < n && i < 50*n; i++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
+		held = append(held, l)
 		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
+		if err != nil {
+			continue
 		}
+		held = append(held, u)
+		ports = append(ports, port)
 	}
-	t.Fatal("no free port")
-	return 0
+	if len(ports) < n {
+		t.Fatal("no free port")
+	}
+	return ports
 }
 
 // Proc is a running rcsd.
@@ -78,6 +100,8 @@ type Proc struct {
 	Dir                     string
 	Args                    []string // common flags (storage, http.listen …) for subscriber commands
 	cmd                     *exec.Cmd
+	exited                  chan struct{} // closed once the process is gone
+	waitErr                 error         // its exit status, after exited
 	logs                    *syncBuffer
 	t                       testing.TB
 }
@@ -107,10 +131,34 @@ func Start(t testing.TB, extra ...string) *Proc {
 }
 
 // StartIn is Start with the data directory given (to restart on the same
-// state).
+// state). A start that fails because a chosen port was taken meanwhile (by
+// another test package running at the same time) is tried again on other
+// ports.
 func StartIn(t testing.TB, dir string, extra ...string) *Proc {
 	t.Helper()
-	p := &Proc{Port: FreePort(t), TLSPort: FreePort(t), HTTPPort: FreePort(t), Dir: dir, logs: &syncBuffer{}, t: t}
+	for attempt := 1; ; attempt++ {
+		p, err := startIn(t, dir, extra)
+		if err == nil {
+			t.Cleanup(func() {
+				p.Stop()
+				if t.Failed() {
+					t.Logf("rcsd logs:\n%s", p.logs.String())
+				}
+			})
+			return p
+		}
+		if attempt < 3 && strings.Contains(p.logs.String(), "address already in use") {
+			t.Logf("rcsd start %d: a port was taken meanwhile; trying others", attempt)
+			continue
+		}
+		t.Fatalf("%v; logs:\n%s", err, p.logs.String())
+	}
+}
+
+func startIn(t testing.TB, dir string, extra []string) (*Proc, error) {
+	ports := FreePorts(t, 3)
+	p := &Proc{Port: ports[0], TLSPort: ports[1], HTTPPort: ports[2], Dir: dir, logs: &syncBuffer{}, t: t,
+		exited: make(chan struct{})}
 	defaults := [][2]string{
 		{"--storage", "file:" + filepath.Join(p.Dir, "data")},
 		{"--http.listen", "127.0.0.1:" + strconv.Itoa(p.HTTPPort)},
@@ -132,28 +180,28 @@ func StartIn(t testing.TB, dir string, extra ...string) *Proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		p.Stop()
-		if t.Failed() {
-			t.Logf("rcsd logs:\n%s", p.logs.String())
-		}
-	})
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.HTTPPort))
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
-				return p
+				return p, nil
 			}
 		}
-		if p.cmd.ProcessState != nil {
-			break
+		select {
+		case <-p.exited:
+			return p, fmt.Errorf("rcsd exited before it was ready (%v)", p.waitErr)
+		case <-time.After(50 * time.Millisecond):
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("rcsd did not become ready; logs:\n%s", p.logs.String())
-	return nil
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+	return p, errors.New("rcsd did not become ready within 15s")
 }
 
 // Logs returns what rcsd printed so far.
@@ -161,19 +209,23 @@ func (p *Proc) Logs() string { return p.logs.String() }
 
 // Stop sends SIGTERM and waits for a clean exit.
 func (p *Proc) Stop() {
-	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+	if p.cmd == nil || p.cmd.Process == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			p.t.Errorf("rcsd exited with %v", err)
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+		if p.waitErr != nil {
+			p.t.Errorf("rcsd exited with %v", p.waitErr)
 		}
 	case <-time.After(15 * time.Second):
 		_ = p.cmd.Process.Kill()
+		<-p.exited
 		p.t.Errorf("rcsd did not stop on SIGTERM")
 	}
 }
@@ -181,11 +233,11 @@ func (p *Proc) Stop() {
 // Kill ends rcsd with SIGKILL (a crash: nothing flushed, no goodbye) and
 // waits for it to be gone.
 func (p *Proc) Kill() {
-	if p.cmd == nil || p.cmd.Process == nil || p.cmd.ProcessState != nil {
+	if p.cmd == nil || p.cmd.Process == nil {
 		return
 	}
 	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
+	<-p.exited
 }
 
 // Run runs an rcsd subcommand with the process's common flags.
