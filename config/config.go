@@ -464,7 +464,11 @@ func (c *Config) Validate() []string {
 	}
 	if !strings.HasPrefix(c.Storage, "file:") && c.Storage != "memory:" &&
 		!strings.HasPrefix(c.Storage, "redis://") && !strings.HasPrefix(c.Storage, "rediss://") {
-		add("storage", "want file:PATH, memory: or redis://host:port/db, got %q", c.Storage)
+		shown := c.Storage // without what could be a password
+		if i := strings.LastIndex(shown, "@"); i >= 0 {
+			shown = "…@" + shown[i+1:]
+		}
+		add("storage", "want file:PATH, memory: or redis://host:port/db, got %q", shown)
 	}
 	if len(c.SIP.Listen) == 0 {
 		add("sip.listen", "at least one listener is needed")

@@ -91,7 +91,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 
 	store, err := backends.Open(ctx, cfg.Storage)
 	if err != nil {
-		return fmt.Errorf("storage %s: %w", cfg.Storage, err)
+		return fmt.Errorf("storage %s: %w", backends.Redact(cfg.Storage), err)
 	}
 	defer func() {
 		if err := store.Close(); err != nil {
@@ -320,7 +320,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 	}()
 	httpSrv.SetReady(true)
 	log.Info("rcsd ready", zap.String("version", config.Version), zap.String("domain", cfg.Domain),
-		zap.String("storage", cfg.Storage), zap.String("node", cfg.Node.ID))
+		zap.String("storage", backends.Redact(cfg.Storage)), zap.String("node", cfg.Node.ID))
 
 	purgeDone := make(chan struct{})
 	purgeCtx, stopPurge := context.WithCancel(context.Background())

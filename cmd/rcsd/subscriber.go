@@ -163,7 +163,7 @@ func openProvisioner(ctx context.Context, cfg config.Config) (provisioner, error
 			return &direct{store: store, realm: cfg.RealmOrDomain(), domain: cfg.Domain}, nil
 		}
 		if !errors.Is(err, bolt.ErrLocked) {
-			return nil, fmt.Errorf("storage %s: %w", cfg.Storage, err)
+			return nil, fmt.Errorf("storage %s: %w", backends.Redact(cfg.Storage), err)
 		}
 	}
 	if cfg.HTTP.Listen == "" {

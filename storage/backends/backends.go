@@ -40,18 +40,18 @@ func Open(ctx context.Context, rawURL string) (storage.Store, error) {
 	}
 	scheme, rest, ok := strings.Cut(rawURL, ":")
 	if !ok || scheme == "" {
-		return nil, fmt.Errorf("storage URL %q: want memory:, file:PATH or redis://host:port/db", redact(rawURL))
+		return nil, fmt.Errorf("storage URL %q: want memory:, file:PATH or redis://host:port/db", Redact(rawURL))
 	}
 	switch strings.ToLower(scheme) {
 	case "memory":
 		if rest != "" && rest != "//" {
-			return nil, fmt.Errorf("storage URL %q: memory: takes no path or options", redact(rawURL))
+			return nil, fmt.Errorf("storage URL %q: memory: takes no path or options", Redact(rawURL))
 		}
 		return memory.New(), nil
 	case "file":
 		dir, err := filePath(rest)
 		if err != nil {
-			return nil, fmt.Errorf("storage URL %q: %w", redact(rawURL), err)
+			return nil, fmt.Errorf("storage URL %q: %w", Redact(rawURL), err)
 		}
 		s, err := bolt.Open(dir, bolt.Options{})
 		if err != nil {
@@ -61,7 +61,7 @@ func Open(ctx context.Context, rawURL string) (storage.Store, error) {
 	case "redis", "rediss":
 		opts, err := redis.ParseURL(rawURL)
 		if err != nil {
-			return nil, fmt.Errorf("storage URL %q: %w", redact(rawURL), err)
+			return nil, fmt.Errorf("storage URL %q: %w", Redact(rawURL), err)
 		}
 		s, err := redis.Open(ctx, opts)
 		if err != nil {
@@ -69,7 +69,7 @@ func Open(ctx context.Context, rawURL string) (storage.Store, error) {
 		}
 		return s, nil
 	default:
-		return nil, fmt.Errorf("storage URL %q: unknown backend %q; want memory:, file:PATH or redis://host:port/db", redact(rawURL), scheme)
+		return nil, fmt.Errorf("storage URL %q: unknown backend %q; want memory:, file:PATH or redis://host:port/db", Redact(rawURL), scheme)
 	}
 }
 
@@ -101,12 +101,21 @@ func filePath(rest string) (string, error) {
 
 var errNoDir = errors.New("file: needs a directory (file:./data, file:/var/lib/rcsd)")
 
-// redact hides a password in URLs that may carry one (redis://:pw@host),
-// so errors can be logged.
-func redact(raw string) string {
+// Redact hides a password in a storage URL that may carry one
+// (redis://:pw@host), for logs and errors.
+func Redact(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+	if err == nil {
+		if u.User == nil {
+			return raw
+		}
+		return u.Redacted()
 	}
-	return u.Redacted()
+	// Unparseable: hide whatever could be user information.
+	if scheme, rest, ok := strings.Cut(raw, "://"); ok {
+		if i := strings.LastIndex(rest, "@"); i >= 0 {
+			return scheme + "://xxxxx@" + rest[i+1:]
+		}
+	}
+	return raw
 }

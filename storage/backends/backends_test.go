@@ -127,3 +127,21 @@ func TestOpenRedis(t *testing.T) {
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "wrong")
 }
+
+func TestRedact(t *testing.T) {
+	cases := map[string]string{
+		"redis://:s3cret@127.0.0.1:6379/0":         "redis://:xxxxx@127.0.0.1:6379/0",
+		"rediss://rcsd:s3cret@a:1,b:2/0?cluster=1": "rediss://rcsd:xxxxx@a:1,b:2/0?cluster=1",
+		"redis://rcsd@h:1/0":                       "redis://rcsd@h:1/0",
+		"redis://h:1/0?tls_ca=/etc/ca.pem":         "redis://h:1/0?tls_ca=/etc/ca.pem",
+		"file:./data":                              "file:./data",
+		"memory:":                                  "memory:",
+		"redis://u:s3%zzcret@h:1/0":                "redis://xxxxx@h:1/0", // unparseable escape
+		"redis://u:s3cret@[::1:1/0":                "redis://xxxxx@[::1:1/0",
+	}
+	for in, want := range cases {
+		got := Redact(in)
+		assert.Equal(t, want, got, in)
+		assert.NotContains(t, got, "s3", in)
+	}
+}

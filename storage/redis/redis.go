@@ -113,11 +113,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -288,6 +290,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 //	redis://[user:password@]host:port[,host2:port2…][/db][?master=NAME&cluster=1]
 //	rediss://…   the same over TLS (system roots, server name from the host)
 //
+// With rediss, tls_ca=FILE trusts the PEM certificates in FILE instead of
+// the system roots (Redis deployments usually have their own CA), and
+// tls_cert=FILE&tls_key=FILE present a client certificate, which
+// redis-server asks for by default (tls-auth-clients yes). In a Cluster
+// the same settings and password serve every node the client learns of
+// from the seeds.
+//
 // One address is a single server; master=NAME makes the addresses
 // Sentinels; several addresses, or cluster=1, make a Cluster. The port
 // defaults to 6379 (26379 for Sentinels). prefix=… sets Options.Prefix;
@@ -341,9 +350,12 @@ func ParseURL(raw string) (Options, error) {
 		}
 		o.WaitTimeout = d
 	}
+	if err := parseTLSOptions(q, o.TLS); err != nil {
+		return o, err
+	}
 	for k := range q {
 		switch k {
-		case "master", "cluster", "prefix", "wait_replicas", "wait_timeout":
+		case "master", "cluster", "prefix", "wait_replicas", "wait_timeout", "tls_ca", "tls_cert", "tls_key":
 		default:
 			return o, fmt.Errorf("redis URL: unknown option %q: %w", k, storage.ErrInvalid)
 		}
@@ -391,6 +403,40 @@ func ParseURL(raw string) (Options, error) {
 		return o, fmt.Errorf("redis URL: wait_replicas is not available in Cluster mode: %w", storage.ErrInvalid)
 	}
 	return o, nil
+}
+
+// parseTLSOptions applies the URL's tls_ca, tls_cert and tls_key to c
+// (nil for redis://, where they are refused).
+func parseTLSOptions(q url.Values, c *tls.Config) error {
+	ca, cert, key := q.Get("tls_ca"), q.Get("tls_cert"), q.Get("tls_key")
+	if ca == "" && cert == "" && key == "" {
+		return nil
+	}
+	if c == nil {
+		return fmt.Errorf("redis URL: tls_ca, tls_cert and tls_key need rediss://: %w", storage.ErrInvalid)
+	}
+	if ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			return fmt.Errorf("redis URL: tls_ca: %w: %w", err, storage.ErrInvalid)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("redis URL: tls_ca %s: no PEM certificate in it: %w", ca, storage.ErrInvalid)
+		}
+		c.RootCAs = pool
+	}
+	if (cert == "") != (key == "") {
+		return fmt.Errorf("redis URL: tls_cert and tls_key go together: %w", storage.ErrInvalid)
+	}
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return fmt.Errorf("redis URL: tls_cert/tls_key: %w: %w", err, storage.ErrInvalid)
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	return nil
 }
 
 // tag returns s as a hash tag body: s itself, unless it is empty (an

@@ -214,6 +214,11 @@ func TestParseURL(t *testing.T) {
 		{url: "redis://h:1?master=m&cluster=1", wantErr: "exclude"},
 		{url: "redis://h:1?pool=3", wantErr: `unknown option "pool"`},
 		{url: "redis://u:secret@h:1/x", wantErr: "not a number"},
+		{url: "redis://h:1?tls_ca=/etc/ssl/ca.pem", wantErr: "need rediss://"},
+		{url: "rediss://h:1?tls_cert=/c.pem", wantErr: "go together"},
+		{url: "rediss://h:1?tls_ca=/nonexistent/ca.pem", wantErr: "tls_ca: open /nonexistent/ca.pem"},
+		{url: "rediss://h:1?tls_ca=/dev/null", wantErr: "no PEM certificate"},
+		{url: "rediss://h:1?tls_cert=/nonexistent/c.pem&tls_key=/nonexistent/k.pem", wantErr: "tls_cert/tls_key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.url, func(t *testing.T) {

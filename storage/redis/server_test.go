@@ -56,6 +56,13 @@ type server struct {
 // kills it when the test ends. extra are more command-line options.
 func startServer(t testing.TB, extra ...string) *server {
 	t.Helper()
+	return startServerWith(t, func() []string { return extra })
+}
+
+// startServerWith is startServer with the extra options made again for
+// each attempt, so that ports they name are chosen again too.
+func startServerWith(t testing.TB, extra func() []string) *server {
+	t.Helper()
 	bin := requireTool(t, "redis-server")
 	var lastErr error
 	for range 5 { // the free port may be taken before the server binds it
@@ -66,7 +73,7 @@ func startServer(t testing.TB, extra ...string) *server {
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir,
 			"--logfile", s.log, "--daemonize", "no",
-		}, extra...)
+		}, extra()...)
 		s.cmd = exec.Command(bin, args...)
 		if err := s.cmd.Start(); err != nil {
 			t.Fatalf("starting redis-server: %v", err)
@@ -136,36 +143,63 @@ func lastLines(s string, n int) string {
 // cluster_state:ok. It returns their addresses.
 func startCluster(t testing.TB) []string {
 	t.Helper()
+	nodes := startClusterWith(t, "", func() []string { return nil })
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr
+	}
+	return addrs
+}
+
+// startClusterWith is startCluster with more options for every node
+// (made again for each start attempt) and requirepass/masterauth when
+// password is set. It returns the servers; their Addr is the plain TCP
+// port, which redis-cli uses to create the cluster.
+func startClusterWith(t testing.TB, password string, extra func() []string) []*server {
+	t.Helper()
 	cli := requireTool(t, "redis-cli")
+	var auth []string
+	if password != "" {
+		auth = []string{"-a", password, "--no-auth-warning"}
+	}
+	var nodes []*server
 	var addrs []string
-	var ports []int
 	for i := range 3 {
 		dir := t.TempDir()
-		s := startServer(t, "--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
-			"--cluster-node-timeout", "2000")
+		s := startServerWith(t, func() []string {
+			args := append([]string{"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
+				"--cluster-node-timeout", "2000",
+				// Not the default port+10000, which is past 65535 for
+				// a fifth of the ephemeral ports.
+				"--cluster-port", strconv.Itoa(freePort(t))}, extra()...)
+			if password != "" {
+				args = append(args, "--requirepass", password, "--masterauth", password)
+			}
+			return args
+		})
+		nodes = append(nodes, s)
 		addrs = append(addrs, s.Addr)
-		ports = append(ports, s.Port)
 	}
-	args := append([]string{"--cluster", "create"}, addrs...)
+	args := append(append([]string{"--cluster", "create"}, addrs...), auth...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for _, p := range ports {
+	for _, n := range nodes {
 		for {
-			out, err := exec.Command(cli, "-p", strconv.Itoa(p), "cluster", "info").Output()
+			out, err := exec.Command(cli, append([]string{"-p", strconv.Itoa(n.Port)}, append(auth, "cluster", "info")...)...).Output()
 			if err == nil && strings.Contains(string(out), "cluster_state:ok") {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("cluster node on port %d not ok within 20s: %v\n%s", p, err, out)
+				t.Fatalf("cluster node on port %d not ok within 20s: %v\n%s", n.Port, err, out)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return addrs
+	return nodes
 }
 
 // quietLogger drops go-redis's own log lines (dial retries while a test

@@ -11,11 +11,15 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"rcsd/storage"
@@ -63,4 +67,55 @@ func TestConformanceTLSPassword(t *testing.T) {
 	_, err := Open(t.Context(), Options{Addrs: []string{addr}, Password: "s3cret",
 		TLS: &tls.Config{ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}})
 	require.Error(t, err, "certificate not trusted")
+}
+
+// TestConformanceClusterTLSPassword runs the suite on a 3-master Cluster
+// that speaks TLS to clients and between its nodes and wants a password
+// and a client certificate, opened from a rediss:// URL that names one
+// seed node: every other node is reached at the address the Cluster
+// hands out (CLUSTER SLOTS, MOVED, ASK), where a client that forgot the
+// password or the TLS settings for those connections fails. The URL's
+// tls_ca/tls_cert/tls_key are what an operator with a private CA uses.
+func TestConformanceClusterTLSPassword(t *testing.T) {
+	certFile, keyFile, _ := selfSigned(t)
+	const password = "cl-s3cret"
+	nodes := startClusterWith(t, password, func() []string {
+		return []string{"--tls-port", strconv.Itoa(freePort(t)), "--tls-cluster", "yes",
+			"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", certFile,
+			"--tls-auth-clients", "yes"}
+	})
+	out, err := exec.Command(requireTool(t, "redis-cli"), "-p", strconv.Itoa(nodes[0].Port), "-a", password,
+		"--no-auth-warning", "config", "get", "tls-port").Output()
+	require.NoError(t, err)
+	fields := strings.Fields(string(out))
+	require.Len(t, fields, 2, "config get tls-port: %q", out)
+	seed := net.JoinHostPort("127.0.0.1", fields[1])
+	url := "rediss://:" + password + "@" + seed + "/0?cluster=1&tls_ca=" + certFile +
+		"&tls_cert=" + certFile + "&tls_key=" + keyFile
+	storagetest.Run(t, func(t *testing.T) storage.Store {
+		opts, err := ParseURL(url + "&prefix=" + freshPrefix())
+		require.NoError(t, err)
+		return open(t, opts)
+	})
+
+	// Every node served the suite, and only over TLS (a TLS handshake
+	// with a plain port fails, so no command could have gone there).
+	for _, n := range nodes {
+		out, err := exec.Command(requireTool(t, "redis-cli"), "-p", strconv.Itoa(n.Port), "-a", password,
+			"--no-auth-warning", "info", "stats").Output()
+		require.NoError(t, err)
+		m := regexp.MustCompile(`total_commands_processed:(\d+)`).FindStringSubmatch(string(out))
+		require.NotNil(t, m, "info stats: %s", out)
+		done, _ := strconv.Atoi(m[1])
+		assert.Greater(t, done, 100, "node %s served the suite", n.Addr)
+	}
+	// Without a client certificate, or without the password: refused.
+	opts, err := ParseURL("rediss://:" + password + "@" + seed + "/0?cluster=1&tls_ca=" + certFile)
+	require.NoError(t, err)
+	_, err = Open(t.Context(), opts)
+	require.Error(t, err, "no client certificate")
+	opts, err = ParseURL("rediss://" + seed + "/0?cluster=1&tls_ca=" + certFile + "&tls_cert=" + certFile + "&tls_key=" + keyFile)
+	require.NoError(t, err)
+	_, err = Open(t.Context(), opts)
+	require.Error(t, err, "no password")
 }

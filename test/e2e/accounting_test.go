@@ -688,7 +688,7 @@ func (r *redisProc) start(extra ...string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		reply, err := redisCmd(r.Addr, "PING")
-		if err == nil && reply == "+PONG" {
+		if err == nil && (reply == "+PONG" || strings.HasPrefix(reply, "-NOAUTH")) { // NOAUTH: up, with requirepass
 			return nil
 		}
 		if isClosed(gone) || time.Now().After(deadline) {

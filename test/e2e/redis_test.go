@@ -29,9 +29,14 @@ func startRedis(t *testing.T) string {
 // TestRedisBackend runs rcsd on Redis: provisioning, registration, a
 // message stored for an offline user, an rcsd restart (the state is in
 // Redis, not the process), and the delivery when the user registers.
+//
+// Redis wants a password, which must not appear in rcsd's logs.
 func TestRedisBackend(t *testing.T) {
-	url := startRedis(t)
+	r := newRedisServer(t, "--save", "", "--appendonly", "no", "--requirepass", "e2e-redis-s3cret")
+	r.Start()
+	url := "redis://:e2e-redis-s3cret@" + r.Addr + "/0"
 	p := rcsdproc.Start(t, "--storage", url)
+	assert.Contains(t, p.Logs(), "redis://:xxxxx@"+r.Addr+"/0", "the storage URL, redacted, in the start-up log")
 	provision(t, p, "rosa", "rick")
 	rosa := dial(t, "UDP", p)
 	login(t, rosa, "rosa")
@@ -63,6 +68,7 @@ func TestRedisBackend(t *testing.T) {
 	}, 5*time.Second, 50*time.Millisecond)
 	m := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort))
 	assert.Contains(t, m, "\nrcsd_registrations_active 2\n", "rosa's binding from before the restart and rick's, both in Redis")
+	assert.NotContains(t, p.Logs(), "e2e-redis-s3cret")
 }
 
 // TestRedisOutage: while Redis is down rcsd answers what needs storage
