@@ -216,3 +216,63 @@ func TestRegEventAcrossNodes(t *testing.T) {
 	assert.Equal(t, "terminated/unregistered", contactEvents(doc)[uriB], raw)
 	assert.Equal(t, "active", doc.Registrations[0].State, "A keeps the registration active")
 }
+
+// TestRecipientListAcrossNodes: one MESSAGE to a recipient list (seed 001
+// fig 5-18) reaching n1 fans out to members held by either node — each
+// copy down the member's own connection, by the node holding it — and
+// the offline member's copy, stored in the shared store, is delivered
+// when that member registers on the other node.
+func TestRecipientListAcrossNodes(t *testing.T) {
+	n1, n2 := startNodes(t)
+	provision(t, n1, "lia", "max", "ned", "ola")
+	lia := dial(t, "TCP", n1)
+	login(t, lia, "lia")
+	maxOn2 := dial(t, "TCP", n2)
+	login(t, maxOn2, "max")
+	nedOn1 := dial(t, "TCP", n1)
+	login(t, nedOn1, "ned")
+	// ola is provisioned but offline.
+
+	list := "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n" +
+		"<resource-lists xmlns=\"urn:ietf:params:xml:ns:resource-lists\" xmlns:cp=\"urn:ietf:params:xml:ns:capacity\">\r\n<list>\r\n" +
+		"<entry uri=\"sip:max@rcs.local\" cp:capacity=\"to\"/>\r\n<entry uri=\"sip:ned@rcs.local\" cp:capacity=\"to\"/>\r\n" +
+		"<entry uri=\"sip:ola@rcs.local\" cp:capacity=\"to\"/>\r\n</list>\r\n</resource-lists>\r\n"
+	text := "to all three"
+	cpimBody := "From: <sip:lia@rcs.local>\r\nTo: <sip:anonymous@anonymous.invalid>\r\nNS: imdn <urn:ietf:params:imdn>\r\n" +
+		"imdn.Message-ID: mlist1\r\nDateTime: 2026-12-07T10:00:00+08:00\r\n\r\n" +
+		"Content-Type: text/plain;charset=UTF-8\r\nContent-Length: " + strconv.Itoa(len(text)) + "\r\n\r\n" + text
+	body := "--b1\r\nContent-Type: application/resource-lists+xml\r\nContent-Disposition: recipient-list\r\n\r\n" + list +
+		"\r\n--b1\r\nContent-Type: message/cpim\r\n\r\n" + cpimBody + "\r\n--b1--\r\n"
+	lia.send("MESSAGE sip:msgas@rcs.local SIP/2.0\r\n" +
+		"Via: SIP/2.0/TCP " + lia.local() + ";branch=z9hG4bKmlist1;rport\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:lia@rcs.local>;tag=mlist1\r\nTo: <sip:msgas@rcs.local>\r\n" +
+		"Call-ID: mlist1@e2e\r\nCSeq: 1 MESSAGE\r\nRequire: recipient-list-message\r\n" +
+		"Accept-Contact: *;+g.3gpp.icsi-ref=\"urn%3Aurn-7%3A3gpp-service.ims.icsi.oma.cpm.msg\"\r\n" +
+		"User-Agent: RCS/1.3.0(And)\r\nP-Preferred-Service: urn:urn-7:3gpp-service.ims.icsi.oma.cpm.msg\r\n" +
+		"Conversation-ID: conv-list\r\nContribution-ID: contrib-mlist1\r\n" +
+		"Content-Type: multipart/mixed;boundary=b1\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+	res, raw := lia.recv()
+	require.Equal(t, 202, res.StatusCode, raw)
+
+	for name, c := range map[string]*wireClient{"max (n2)": maxOn2, "ned (n1)": nedOn1} {
+		req, raw := expectRequest(t, c)
+		assert.Equal(t, siplib.MESSAGE, req.Method, name)
+		assert.Equal(t, "sip:"+strings.SplitN(name, " ", 2)[0]+"@"+c.local(), req.Recipient.String(), name)
+		assert.Contains(t, raw, "P-Asserted-Identity: <sip:lia@rcs.local>\r\n", name)
+		assert.Contains(t, raw, "Content-Type: message/cpim\r\n", name)
+		assert.Contains(t, raw, text, name)
+		assert.NotContains(t, raw, "resource-lists", name)
+		c.answer(req, 200)
+	}
+
+	// ola registers on n2: her copy, stored by n1, comes from there.
+	olaOn2 := dial(t, "TCP", n2)
+	login(t, olaOn2, "ola")
+	req, raw := expectRequest(t, olaOn2)
+	assert.Contains(t, raw, text)
+	assert.Contains(t, raw, "P-Asserted-Identity: <sip:lia@rcs.local>\r\n")
+	olaOn2.answer(req, 200)
+	require.Eventually(t, func() bool {
+		return strings.Contains(httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", n1.HTTPPort)), "\nrcsd_messages_stored 0\n")
+	}, 5*time.Second, 50*time.Millisecond, "every copy delivered and gone from the shared store")
+}
