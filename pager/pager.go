@@ -242,7 +242,12 @@ func (p *Pager) ServeSIP(ctx context.Context, req *siplib.Request) *siplib.Respo
 		// stored or delivered.
 		return rsip.NewResponse(req, 200, "OK")
 	}
-	pre := p.prefetch(ctx, req)
+	pre, err := p.prefetch(ctx, req)
+	if err != nil {
+		// A store that failed (or timed out) once is not asked again
+		// for the same request: answer now.
+		return p.unavailable(req, err)
+	}
 	from, res := p.identifyWith(ctx, req, pre)
 	if res != nil {
 		return res
@@ -282,26 +287,27 @@ type prefetched struct {
 // prefetch reads the sender's and the recipient's bindings in one store
 // call (one round trip on Redis: a stored message then costs two, the
 // write included). nil when the request is not a plain one-to-one
-// message in standalone mode, or the read failed (the usual path then
-// reads again and answers the error).
-func (p *Pager) prefetch(ctx context.Context, req *siplib.Request) *prefetched {
+// message in standalone mode; an error when the store failed, which the
+// other path would meet again (after another timeout, were the store
+// stalled).
+func (p *Pager) prefetch(ctx context.Context, req *siplib.Request) (*prefetched, error) {
 	if p.opts.Route != nil || isList(req, p.opts.Domain) || p.isPublicAccount(req) || p.isSpamReport(req) {
-		return nil
+		return nil, nil
 	}
 	from, err1 := identity.Canonical(req.From().Address.String())
 	to, err2 := identity.Canonical(req.Recipient.String())
 	if err1 != nil || err2 != nil {
-		return nil
+		return nil, nil // refused on the usual path, with the reason
 	}
 	aors, err := p.recipientAORs(ctx, to)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	all, err := storage.BindingsOf(ctx, p.store, append([]string{from}, aors...), p.now())
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("bindings of %s and %s: %w", from, to, err)
 	}
-	return &prefetched{from: from, to: to, sender: all[0], rcpt: p.pick(all[1:])}
+	return &prefetched{from: from, to: to, sender: all[0], rcpt: p.pick(all[1:])}, nil
 }
 
 // route delivers m now if its recipient can take it, else stores it, and

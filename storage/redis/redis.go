@@ -174,7 +174,16 @@ type Options struct {
 	// would not reach the node that took the write.
 	WaitReplicas int
 	WaitTimeout  time.Duration
+	// Timeout bounds one store operation, go-redis's retries and Cluster
+	// redirects included (DefaultTimeout when zero). A Redis that stops
+	// answering without closing its connections (a long blocking command,
+	// a stuck disk, SIGSTOP) then fails a request after Timeout, and rcsd
+	// answers 503, instead of after go-redis's four 3 s read timeouts.
+	Timeout time.Duration
 }
+
+// DefaultTimeout is Options.Timeout when zero.
+const DefaultTimeout = 3 * time.Second
 
 // DefaultWaitTimeout bounds WAIT when Options.WaitTimeout is zero.
 const DefaultWaitTimeout = 100 * time.Millisecond
@@ -241,6 +250,13 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if opts.WaitReplicas > 0 && opts.WaitTimeout == 0 {
 		opts.WaitTimeout = DefaultWaitTimeout
 	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Timeout < 10*time.Millisecond || opts.WaitReplicas > 0 && opts.Timeout <= opts.WaitTimeout {
+		return nil, fmt.Errorf("redis: operation timeout %v: want at least 10ms and more than the wait for replicas (%v): %w",
+			opts.Timeout, opts.WaitTimeout, storage.ErrInvalid)
+	}
 	uo := &goredis.UniversalOptions{
 		Addrs:         opts.Addrs,
 		MasterName:    opts.MasterName,
@@ -261,10 +277,21 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		PoolSize: poolSize,
 		// Redis before 7.4 does not know CLIENT MAINT_NOTIFICATIONS.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+		// Socket reads and writes end at the operation's deadline
+		// (deadlineHook), not only at the 3 s read timeout.
+		ContextTimeoutEnabled: true,
+	}
+	rdb := goredis.NewUniversalClient(uo)
+	hook := deadlineHook{opts.Timeout}
+	rdb.AddHook(hook)
+	if cc, ok := rdb.(*goredis.ClusterClient); ok {
+		// WATCH/MULTI in a Cluster runs on a node's client, past the
+		// cluster-level hook.
+		cc.OnNewNode(func(n *goredis.Client) { n.AddHook(hook) })
 	}
 	p := opts.Prefix
 	s := &Store{
-		rdb:            goredis.NewUniversalClient(uo),
+		rdb:            rdb,
 		cluster:        cluster,
 		prefix:         p,
 		keep:           opts.Retention,
@@ -285,6 +312,28 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// deadlineHook gives every command and pipeline a deadline d from its
+// start unless the caller's is sooner. Pub/Sub does not pass through it.
+type deadlineHook struct{ d time.Duration }
+
+func (h deadlineHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h deadlineHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		ctx, cancel := context.WithTimeout(ctx, h.d)
+		defer cancel()
+		return next(ctx, cmd)
+	}
+}
+
+func (h deadlineHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		ctx, cancel := context.WithTimeout(ctx, h.d)
+		defer cancel()
+		return next(ctx, cmds)
+	}
+}
+
 // ParseURL reads a storage URL:
 //
 //	redis://[user:password@]host:port[,host2:port2…][/db][?master=NAME&cluster=1]
@@ -301,7 +350,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 // Sentinels; several addresses, or cluster=1, make a Cluster. The port
 // defaults to 6379 (26379 for Sentinels). prefix=… sets Options.Prefix;
 // wait_replicas=N and wait_timeout=DURATION (Go syntax: 100ms) set
-// Options.WaitReplicas and WaitTimeout.
+// Options.WaitReplicas and WaitTimeout; timeout=DURATION sets
+// Options.Timeout.
 func ParseURL(raw string) (Options, error) {
 	var o Options
 	u, err := url.Parse(raw)
@@ -350,12 +400,19 @@ func ParseURL(raw string) (Options, error) {
 		}
 		o.WaitTimeout = d
 	}
+	if v := q.Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 10*time.Millisecond {
+			return o, fmt.Errorf("redis URL: timeout=%q is not a duration of 10ms or more: %w", v, storage.ErrInvalid)
+		}
+		o.Timeout = d
+	}
 	if err := parseTLSOptions(q, o.TLS); err != nil {
 		return o, err
 	}
 	for k := range q {
 		switch k {
-		case "master", "cluster", "prefix", "wait_replicas", "wait_timeout", "tls_ca", "tls_cert", "tls_key":
+		case "master", "cluster", "prefix", "wait_replicas", "wait_timeout", "timeout", "tls_ca", "tls_cert", "tls_key":
 		default:
 			return o, fmt.Errorf("redis URL: unknown option %q: %w", k, storage.ErrInvalid)
 		}

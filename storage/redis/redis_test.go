@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,6 +108,71 @@ func TestPingWhenDown(t *testing.T) {
 	_, err := s.SubscriberByIMPI(ctx, "a@x")
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, storage.ErrNotFound)
+}
+
+// TestStalledServer: a server that stops answering but keeps its
+// connections open (SIGSTOP) fails each operation after Options.Timeout,
+// single commands, pipelines, scripts and WATCH/MULTI alike — not after
+// go-redis's retries of its 3 s read timeout — and works again when it
+// moves. Single and Cluster (where WATCH/MULTI runs on a node's client).
+func TestStalledServer(t *testing.T) {
+	for _, mode := range []string{"single", "cluster"} {
+		t.Run(mode, func(t *testing.T) {
+			var servers []*server
+			var opts Options
+			if mode == "single" {
+				servers = []*server{startServer(t)}
+				opts = Options{Addrs: []string{servers[0].Addr}}
+			} else {
+				servers = startClusterWith(t, "", func() []string { return nil })
+				opts = Options{Addrs: []string{servers[0].Addr, servers[1].Addr, servers[2].Addr}}
+			}
+			opts.Prefix, opts.Timeout = freshPrefix(), 300*time.Millisecond
+			s := open(t, opts)
+			ctx := t.Context()
+			const aor = "sip:stall@example.net"
+			exp := time.Now().Add(time.Hour)
+			require.NoError(t, s.PutSubscribers(ctx, []storage.Subscriber{{IMPI: "a@x", IMPUs: []string{"sip:a@x"}}}))
+			ops := map[string]func() error{
+				"get": func() error { _, err := s.SubscriberByIMPI(ctx, "a@x"); return err },
+				"pipeline": func() error {
+					_, err := storage.BindingsOf(ctx, s, []string{aor, "sip:other@example.net"}, time.Now())
+					return err
+				},
+				"script": func() error {
+					_, err := s.PutMessage(ctx, storage.Message{ID: fmt.Sprintf("m%d", prefixes.Add(1)), Recipient: aor, Expires: exp})
+					return err
+				},
+				"watch": func() error {
+					_, err := s.UpdateBindings(ctx, aor, time.Now(), func([]storage.Binding) ([]storage.Binding, error) {
+						return []storage.Binding{{AOR: aor, Contact: "sip:stall@192.0.2.1", Expires: exp}}, nil
+					})
+					return err
+				},
+			}
+			for name, op := range ops {
+				require.NoError(t, op(), name)
+			}
+			for _, srv := range servers {
+				require.NoError(t, srv.cmd.Process.Signal(syscall.SIGSTOP))
+			}
+			for name, op := range ops {
+				start := time.Now()
+				err := op()
+				took := time.Since(start)
+				require.Error(t, err, name)
+				var ne net.Error
+				assert.True(t, errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout(), "%s: %v", name, err)
+				assert.Less(t, took, 2*time.Second, "%s: about one Timeout (300ms), took %v", name, took)
+			}
+			for _, srv := range servers {
+				require.NoError(t, srv.cmd.Process.Signal(syscall.SIGCONT))
+			}
+			for name, op := range ops {
+				require.Eventually(t, func() bool { return op() == nil }, 5*time.Second, 50*time.Millisecond, name)
+			}
+		})
+	}
 }
 
 // TestBackstopTTL checks that the keys Redis may expire by itself carry a
@@ -214,6 +282,9 @@ func TestParseURL(t *testing.T) {
 		{url: "redis://h:1?master=m&cluster=1", wantErr: "exclude"},
 		{url: "redis://h:1?pool=3", wantErr: `unknown option "pool"`},
 		{url: "redis://u:secret@h:1/x", wantErr: "not a number"},
+		{url: "redis://h:1?timeout=500ms", want: Options{Addrs: []string{"h:1"}, Timeout: 500 * time.Millisecond}},
+		{url: "redis://h:1?timeout=5ms", wantErr: "10ms or more"},
+		{url: "redis://h:1?timeout=soon", wantErr: "not a duration"},
 		{url: "redis://h:1?tls_ca=/etc/ssl/ca.pem", wantErr: "need rediss://"},
 		{url: "rediss://h:1?tls_cert=/c.pem", wantErr: "go together"},
 		{url: "rediss://h:1?tls_ca=/nonexistent/ca.pem", wantErr: "tls_ca: open /nonexistent/ca.pem"},

@@ -150,11 +150,13 @@ func TestConformanceWaitReplicas(t *testing.T) {
 func TestWaitReplicasInvalid(t *testing.T) {
 	ctx := t.Context()
 	for name, o := range map[string]Options{
-		"negative":      {Addrs: []string{"127.0.0.1:1"}, WaitReplicas: -1},
-		"too long":      {Addrs: []string{"127.0.0.1:1"}, WaitReplicas: 1, WaitTimeout: 5 * time.Second},
-		"below 1ms":     {Addrs: []string{"127.0.0.1:1"}, WaitReplicas: 1, WaitTimeout: time.Microsecond},
-		"cluster":       {Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}, WaitReplicas: 1},
-		"cluster=1 one": {Addrs: []string{"127.0.0.1:1"}, Cluster: true, WaitReplicas: 1},
+		"negative":               {Addrs: []string{"127.0.0.1:1"}, WaitReplicas: -1},
+		"too long":               {Addrs: []string{"127.0.0.1:1"}, WaitReplicas: 1, WaitTimeout: 5 * time.Second},
+		"below 1ms":              {Addrs: []string{"127.0.0.1:1"}, WaitReplicas: 1, WaitTimeout: time.Microsecond},
+		"cluster":                {Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}, WaitReplicas: 1},
+		"cluster=1 one":          {Addrs: []string{"127.0.0.1:1"}, Cluster: true, WaitReplicas: 1},
+		"timeout below the wait": {Addrs: []string{"127.0.0.1:1"}, WaitReplicas: 1, WaitTimeout: time.Second, Timeout: time.Second},
+		"timeout below 10ms":     {Addrs: []string{"127.0.0.1:1"}, Timeout: time.Millisecond},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Open(ctx, o)

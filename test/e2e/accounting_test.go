@@ -711,6 +711,15 @@ func (r *redisProc) Kill() {
 	r.cmd = nil
 }
 
+// Signal sends sig to the running process (SIGSTOP: a Redis that hangs
+// without closing its connections).
+func (r *redisProc) Signal(sig os.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.NotNil(r.t, r.cmd, "not running")
+	require.NoError(r.t, r.cmd.Process.Signal(sig))
+}
+
 // redisCmd sends one inline command and returns the first line of the
 // reply (RESP), or for a bulk/array reply all of it joined by spaces.
 func redisCmd(addr string, args ...string) (string, error) {

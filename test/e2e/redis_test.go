@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,4 +131,66 @@ func TestRedisOutage(t *testing.T) {
 	res, raw = c.register(regReq{user: "otto", callID: "otto-1", cseq: 3, contact: "<sip:otto@" + c.local() + ">", auth: authorize(ch, "otto@rcs.local", "otto-pw", "00000002")})
 	require.Equal(t, 200, res.StatusCode, raw)
 	assert.Contains(t, httpGet(t, metrics), "\nrcsd_storage_up 1\n")
+}
+
+// TestRedisStalled: a Redis that hangs without closing its connections
+// (SIGSTOP; in production a long blocking command, a stuck disk) must not
+// hang rcsd: what needs storage is answered 503 + Retry-After within the
+// storage timeout — a MESSAGE for an offline user is never 202 — and
+// /readyz says so; when Redis moves again, so does rcsd.
+func TestRedisStalled(t *testing.T) {
+	r := newRedisServer(t, "--save", "", "--appendonly", "no")
+	r.Start()
+	p := rcsdproc.Start(t, "--storage", "redis://"+r.Addr+"/0")
+	provision(t, p, "sue", "sam")
+	sue := dial(t, "UDP", p)
+	login(t, sue, "sue")
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", p.HTTPPort)
+
+	r.Signal(syscall.SIGSTOP)
+	defer r.Signal(syscall.SIGCONT) // before the cleanup's SIGKILL too
+	start := time.Now()
+	sue.send(rcsMessage(sue, "sue", "sam", "m1stall", "not stored"))
+	res, raw := sue.recvWithin(10 * time.Second)
+	took := time.Since(start)
+	require.Equal(t, 503, res.StatusCode, raw)
+	assert.Contains(t, raw, "Retry-After: ")
+	assert.Less(t, took, 5*time.Second, "answered within one storage timeout (3 s), not when Redis comes back")
+	t.Logf("MESSAGE: 503 after %v", took.Round(10*time.Millisecond))
+
+	// A REGISTER likewise.
+	reg := dial(t, "UDP", p)
+	start = time.Now()
+	res, raw = reg.register(regReq{user: "sam", callID: "sam-stall", cseq: 1, contact: "<sip:sam@" + reg.local() + ">"})
+	if res.StatusCode == 401 {
+		ch := firstChallenge(t, res)
+		res, raw = reg.register(regReq{user: "sam", callID: "sam-stall", cseq: 2, contact: "<sip:sam@" + reg.local() + ">",
+			auth: authorize(ch, "sam@rcs.local", "sam-pw", "00000001")})
+	}
+	took = time.Since(start)
+	require.Equal(t, 503, res.StatusCode, raw)
+	assert.Contains(t, raw, "Retry-After: ")
+	assert.Less(t, took, 5*time.Second, "answered within one storage timeout")
+	t.Logf("REGISTER: 503 after %v", took.Round(10*time.Millisecond))
+	require.Eventually(t, func() bool {
+		r, err := http.Get(readyz)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 503
+	}, 10*time.Second, 200*time.Millisecond, "/readyz reports the stalled store")
+
+	r.Signal(syscall.SIGCONT)
+	require.Eventually(t, func() bool {
+		r, err := http.Get(readyz)
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	}, 15*time.Second, 200*time.Millisecond, "ready again")
+	sue.send(rcsMessage(sue, "sue", "sam", "m2stall", "stored now"))
+	res, raw = sue.recvWithin(10 * time.Second)
+	require.Equal(t, 202, res.StatusCode, raw)
 }

@@ -62,7 +62,13 @@ func (c *wireClient) send(msg string) {
 
 func (c *wireClient) recv() (*siplib.Response, string) {
 	c.t.Helper()
-	raw := c.readRaw(5 * time.Second)
+	return c.recvWithin(5 * time.Second)
+}
+
+// recvWithin is recv waiting up to d.
+func (c *wireClient) recvWithin(d time.Duration) (*siplib.Response, string) {
+	c.t.Helper()
+	raw := c.readRaw(d)
 	msg, err := siplib.ParseMessage([]byte(raw))
 	require.NoError(c.t, err, raw)
 	res, ok := msg.(*siplib.Response)
