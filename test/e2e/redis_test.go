@@ -27,6 +27,16 @@ func startRedis(t *testing.T) string {
 	return "redis://" + r.Addr + "/0"
 }
 
+// readyzIs reports whether p's /readyz answers code.
+func readyzIs(p *rcsdproc.Proc, code int) bool {
+	r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.HTTPPort))
+	if err != nil {
+		return false
+	}
+	r.Body.Close()
+	return r.StatusCode == code
+}
+
 // TestRedisBackend runs rcsd on Redis: provisioning, registration, a
 // message stored for an offline user, an rcsd restart (the state is in
 // Redis, not the process), and the delivery when the user registers.
@@ -102,7 +112,6 @@ func TestRedisOutage(t *testing.T) {
 	p := rcsdproc.Start(t, "--storage", "redis://"+addr+"/0")
 	provision(t, p, "otto")
 	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort)
-	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", p.HTTPPort)
 	assert.Contains(t, httpGet(t, metrics), "\nrcsd_storage_up 1\n")
 
 	require.NoError(t, redis.Process.Kill())
@@ -113,21 +122,11 @@ func TestRedisOutage(t *testing.T) {
 	res, raw := c.register(regReq{user: "otto", callID: "otto-1", cseq: 2, contact: "<sip:otto@" + c.local() + ">", auth: authorize(ch, "otto@rcs.local", "otto-pw", "00000001")})
 	require.Equal(t, 503, res.StatusCode, raw)
 	assert.Contains(t, raw, "Retry-After: ")
-	r, err := http.Get(readyz)
-	require.NoError(t, err)
-	r.Body.Close()
-	assert.Equal(t, 503, r.StatusCode)
+	assert.True(t, readyzIs(p, 503), "/readyz while Redis is down")
 	assert.Contains(t, httpGet(t, metrics), "\nrcsd_storage_up 0\n")
 
 	redis = start()
-	require.Eventually(t, func() bool {
-		r, err := http.Get(readyz)
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	}, 15*time.Second, 200*time.Millisecond, "reconnected by itself")
+	require.Eventually(t, func() bool { return readyzIs(p, 200) }, 15*time.Second, 200*time.Millisecond, "reconnected by itself")
 	res, raw = c.register(regReq{user: "otto", callID: "otto-1", cseq: 3, contact: "<sip:otto@" + c.local() + ">", auth: authorize(ch, "otto@rcs.local", "otto-pw", "00000002")})
 	require.Equal(t, 200, res.StatusCode, raw)
 	assert.Contains(t, httpGet(t, metrics), "\nrcsd_storage_up 1\n")
@@ -145,7 +144,6 @@ func TestRedisStalled(t *testing.T) {
 	provision(t, p, "sue", "sam")
 	sue := dial(t, "UDP", p)
 	login(t, sue, "sue")
-	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", p.HTTPPort)
 
 	r.Signal(syscall.SIGSTOP)
 	defer r.Signal(syscall.SIGCONT) // before the cleanup's SIGKILL too
@@ -172,24 +170,10 @@ func TestRedisStalled(t *testing.T) {
 	assert.Contains(t, raw, "Retry-After: ")
 	assert.Less(t, took, 5*time.Second, "answered within one storage timeout")
 	t.Logf("REGISTER: 503 after %v", took.Round(10*time.Millisecond))
-	require.Eventually(t, func() bool {
-		r, err := http.Get(readyz)
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 503
-	}, 10*time.Second, 200*time.Millisecond, "/readyz reports the stalled store")
+	require.Eventually(t, func() bool { return readyzIs(p, 503) }, 10*time.Second, 200*time.Millisecond, "/readyz reports the stalled store")
 
 	r.Signal(syscall.SIGCONT)
-	require.Eventually(t, func() bool {
-		r, err := http.Get(readyz)
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	}, 15*time.Second, 200*time.Millisecond, "ready again")
+	require.Eventually(t, func() bool { return readyzIs(p, 200) }, 15*time.Second, 200*time.Millisecond, "ready again")
 	sue.send(rcsMessage(sue, "sue", "sam", "m2stall", "stored now"))
 	res, raw = sue.recvWithin(10 * time.Second)
 	require.Equal(t, 202, res.StatusCode, raw)
