@@ -64,6 +64,34 @@ func dataDir(storageURL string) string {
 	return ""
 }
 
+// storageCollector pings the store at each scrape: rcsd_storage_up, and
+// how long the ping took, so that a slow store shows before it is down.
+type storageCollector struct{ store storage.Store }
+
+var (
+	storageUpDesc = prometheus.NewDesc("rcsd_storage_up",
+		"1 when the storage backend answers a ping within 1s (checked at scrape), else 0.", nil, nil)
+	storagePingDesc = prometheus.NewDesc("rcsd_storage_ping_seconds",
+		"How long the scrape's ping of the storage backend took (up to the 1s timeout).", nil, nil)
+)
+
+func (storageCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- storageUpDesc
+	ch <- storagePingDesc
+}
+
+func (c storageCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	up := 1.0
+	if c.store.Ping(ctx) != nil {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(storagePingDesc, prometheus.GaugeValue, time.Since(start).Seconds())
+	ch <- prometheus.MustNewConstMetric(storageUpDesc, prometheus.GaugeValue, up)
+}
+
 // advertised is the host:port rcsd puts in Service-Route: sip.advertise,
 // else the first listener unless it is a wildcard address, else the domain.
 func advertised(cfg *config.Config, bound []rsip.Listener) string {
@@ -101,17 +129,7 @@ func serve(ctx context.Context, cfg config.Config, logOut io.Writer) error {
 
 	metricsRegistry := prometheus.NewRegistry()
 	metricsRegistry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metricsRegistry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "rcsd_storage_up",
-		Help: "1 when the storage backend answers a ping (checked at scrape), else 0.",
-	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if store.Ping(ctx) != nil {
-			return 0
-		}
-		return 1
-	}))
+	metricsRegistry.MustRegister(storageCollector{store})
 
 	hosts := []string{"localhost", "127.0.0.1", "::1", cfg.Domain}
 	for _, l := range cfg.SIP.Listen {

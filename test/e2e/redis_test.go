@@ -27,6 +27,20 @@ func startRedis(t *testing.T) string {
 	return "redis://" + r.Addr + "/0"
 }
 
+// metricValue returns the value of an unlabelled metric in a /metrics page.
+func metricValue(t *testing.T, page, name string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(page, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err, l)
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
+}
+
 // readyzIs reports whether p's /readyz answers code.
 func readyzIs(p *rcsdproc.Proc, code int) bool {
 	r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", p.HTTPPort))
@@ -171,9 +185,15 @@ func TestRedisStalled(t *testing.T) {
 	assert.Less(t, took, 5*time.Second, "answered within one storage timeout")
 	t.Logf("REGISTER: 503 after %v", took.Round(10*time.Millisecond))
 	require.Eventually(t, func() bool { return readyzIs(p, 503) }, 10*time.Second, 200*time.Millisecond, "/readyz reports the stalled store")
+	m := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort))
+	assert.Contains(t, m, "\nrcsd_storage_up 0\n")
+	assert.GreaterOrEqual(t, metricValue(t, m, "rcsd_storage_ping_seconds"), 0.9, "the scrape's ping waited its 1s")
 
 	r.Signal(syscall.SIGCONT)
 	require.Eventually(t, func() bool { return readyzIs(p, 200) }, 15*time.Second, 200*time.Millisecond, "ready again")
+	m = httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p.HTTPPort))
+	assert.Contains(t, m, "\nrcsd_storage_up 1\n")
+	assert.Less(t, metricValue(t, m, "rcsd_storage_ping_seconds"), 0.5)
 	sue.send(rcsMessage(sue, "sue", "sam", "m2stall", "stored now"))
 	res, raw = sue.recvWithin(10 * time.Second)
 	require.Equal(t, 202, res.StatusCode, raw)
