@@ -192,7 +192,7 @@ const DefaultWaitTimeout = 100 * time.Millisecond
 const poolSize = 128
 
 // MaxWaitTimeout is the longest WaitTimeout: WAIT is read under the
-// client's read timeout (3s), which a longer wait would trip.
+// operation's Timeout (3 s by default), which must stay longer.
 const MaxWaitTimeout = 2 * time.Second
 
 // ErrNotReplicated is wrapped by PutMessage's error when fewer than
@@ -209,6 +209,9 @@ type Store struct {
 	// Keys of the subscriber slot and the index slot.
 	subIndex                                                            string
 	idxBindings, idxBindingKeys, idxMsgs, idxDedup, idxRecpts, idxRetry string
+
+	// timeout is Options.Timeout, the deadline of one operation.
+	timeout time.Duration
 
 	// WAIT after PutMessage (Options.WaitReplicas); waitN 0 is off.
 	waitN int
@@ -278,8 +281,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		// Redis before 7.4 does not know CLIENT MAINT_NOTIFICATIONS.
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 		// Socket reads and writes end at the operation's deadline
-		// (deadlineHook), not only at the 3 s read timeout.
+		// (deadlineHook): Timeout, or a bulk operation's longer budget.
+		// No fixed read/write timeout besides, which would cut a large
+		// batch short; Pub/Sub connections keep their own health checks.
 		ContextTimeoutEnabled: true,
+		ReadTimeout:           -1,
+		WriteTimeout:          -1,
 	}
 	rdb := goredis.NewUniversalClient(uo)
 	hook := deadlineHook{opts.Timeout}
@@ -295,6 +302,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		cluster:        cluster,
 		prefix:         p,
 		keep:           opts.Retention,
+		timeout:        opts.Timeout,
 		waitN:          opts.WaitReplicas,
 		waitT:          opts.WaitTimeout,
 		subIndex:       p + "{subscribers}:index",
@@ -313,14 +321,38 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 }
 
 // deadlineHook gives every command and pipeline a deadline d from its
-// start unless the caller's is sooner. Pub/Sub does not pass through it.
+// start (or the budget withBudget put in its context) unless the
+// caller's is sooner. Pub/Sub does not pass through it.
 type deadlineHook struct{ d time.Duration }
+
+// budgetKey is the context key of withBudget.
+type budgetKey struct{}
+
+// withBudget lets the operations under ctx take up to d each, for batches
+// too large for Options.Timeout (a subscriber import).
+func withBudget(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, budgetKey{}, d)
+}
+
+// bulkBudget is the budget of a batch of n items: Timeout plus 200 µs an
+// item (100 000 subscribers: 23 s with the default Timeout; they take
+// about 2 s of it on this project's 2-core test machine).
+func (s *Store) bulkBudget(n int) time.Duration {
+	return s.timeout + time.Duration(n)*200*time.Microsecond
+}
+
+func (h deadlineHook) within(ctx context.Context) time.Duration {
+	if d, ok := ctx.Value(budgetKey{}).(time.Duration); ok && d > h.d {
+		return d
+	}
+	return h.d
+}
 
 func (h deadlineHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
 
 func (h deadlineHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
 	return func(ctx context.Context, cmd goredis.Cmder) error {
-		ctx, cancel := context.WithTimeout(ctx, h.d)
+		ctx, cancel := context.WithTimeout(ctx, h.within(ctx))
 		defer cancel()
 		return next(ctx, cmd)
 	}
@@ -328,7 +360,7 @@ func (h deadlineHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook 
 
 func (h deadlineHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []goredis.Cmder) error {
-		ctx, cancel := context.WithTimeout(ctx, h.d)
+		ctx, cancel := context.WithTimeout(ctx, h.within(ctx))
 		defer cancel()
 		return next(ctx, cmds)
 	}

@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 			{"NoAliasing", testSubscriberNoAliasing},
 			{"NextSQN", testNextSQN},
 			{"NextSQNConcurrent", testNextSQNConcurrent},
+			{"PutConcurrent", testPutSubscribersConcurrent},
 		}},
 		{"Bindings", []test{
 			{"RoundTrip", testBindingRoundTrip},
@@ -1257,6 +1258,71 @@ func testNextSQNConcurrent(t *testing.T, s storage.Store) {
 	stored, err := s.SubscriberByIMPI(ctx, sub.IMPI)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(n), stored.SQN)
+}
+
+// testPutSubscribersConcurrent: writers racing for one public identity
+// (exactly one gets it, the others ErrConflict), and writers replacing one
+// subscriber with different identities at once, leave an index where every
+// identity resolves to the subscriber that lists it and back.
+func testPutSubscribersConcurrent(t *testing.T, s storage.Store) {
+	ctx := t.Context()
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			impi := fmt.Sprintf("racer%d@ims.example", i)
+			errs <- s.PutSubscribers(ctx, []storage.Subscriber{{IMPI: impi, IMPUs: []string{"sip:prize@ims.example", "sip:" + impi}}})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	won := 0
+	for err := range errs {
+		if err == nil {
+			won++
+			continue
+		}
+		assert.ErrorIs(t, err, storage.ErrConflict)
+	}
+	assert.Equal(t, 1, won, "one writer gets the identity")
+	winner, err := s.SubscriberByIMPU(ctx, "sip:prize@ims.example")
+	require.NoError(t, err)
+	for i := range n {
+		impi := fmt.Sprintf("racer%d@ims.example", i)
+		_, err := s.SubscriberByIMPU(ctx, "sip:"+impi)
+		if impi == winner.IMPI {
+			assert.NoError(t, err)
+		} else {
+			assert.ErrorIs(t, err, storage.ErrNotFound, "a loser wrote nothing: %s", impi)
+		}
+	}
+
+	// One subscriber replaced concurrently with n different identity sets.
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			assert.NoError(t, s.PutSubscribers(ctx, []storage.Subscriber{{IMPI: "shifty@ims.example",
+				IMPUs: []string{fmt.Sprintf("sip:shifty%d@ims.example", i), fmt.Sprintf("sip:shifty%d@ims.example", i+1)}}}))
+		}()
+	}
+	wg.Wait()
+	final, err := s.SubscriberByIMPI(ctx, "shifty@ims.example")
+	require.NoError(t, err)
+	require.Len(t, final.IMPUs, 2)
+	for i := range n + 1 {
+		u := fmt.Sprintf("sip:shifty%d@ims.example", i)
+		got, err := s.SubscriberByIMPU(ctx, u)
+		if slices.Contains(final.IMPUs, u) {
+			require.NoError(t, err, u)
+			assert.Equal(t, "shifty@ims.example", got.IMPI)
+		} else {
+			assert.ErrorIs(t, err, storage.ErrNotFound, "%s was released by the replacement that won", u)
+		}
+	}
 }
 
 func testAORs(t *testing.T, s storage.Store) {
