@@ -576,9 +576,22 @@ const maxAttempts = 1000
 // optimistic runs an optimistic transaction (go-redis Watch) until it
 // commits, backing off a little after conflicts.
 func (s *Store) optimistic(ctx context.Context, fn func(*goredis.Tx) error, keys ...string) error {
-	for attempt := 0; ; attempt++ {
+	return untilNoConflict(ctx, func() (bool, error) {
 		err := s.rdb.Watch(ctx, fn, keys...)
-		if !errors.Is(err, goredis.TxFailedErr) {
+		if errors.Is(err, goredis.TxFailedErr) {
+			return false, nil
+		}
+		return true, err
+	})
+}
+
+// untilNoConflict runs try until it is done (true) or fails, backing off
+// a little after repeated conflicts (false) and giving up after
+// maxAttempts of them.
+func untilNoConflict(ctx context.Context, try func() (bool, error)) error {
+	for attempt := 0; ; attempt++ {
+		done, err := try()
+		if done || err != nil {
 			return err
 		}
 		if attempt >= maxAttempts {

@@ -120,18 +120,10 @@ func (s *Store) PutSubscribers(ctx context.Context, subs []storage.Subscriber) e
 		return fmt.Errorf("redis: %w", err)
 	}
 	ctx = withBudget(ctx, s.bulkBudget(len(subs)))
-	for attempt := 0; ; attempt++ {
-		done, err := s.putSubscribersOnce(ctx, subs, inBatch)
-		if err != nil {
-			return wrap("putting subscribers", err)
-		}
-		if done {
-			return nil
-		}
-		if attempt >= maxAttempts {
-			return fmt.Errorf("redis: putting subscribers: gave up after %d conflicting writers: %w", attempt, storage.ErrConflict)
-		}
+	if err := untilNoConflict(ctx, func() (bool, error) { return s.putSubscribersOnce(ctx, subs, inBatch) }); err != nil {
+		return wrap("putting subscribers", err)
 	}
+	return nil
 }
 
 // putSubscribersOnce is one read-check-write round of PutSubscribers;
